@@ -1,0 +1,118 @@
+"""CrossEncoderReranker with a tiny random BERT cross-encoder built on the fly (no download)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+from pipeline.config import RerankConfig
+from pipeline.errors import ModelResolutionError, RetrievalError
+from pipeline.rerank import CrossEncoderReranker
+
+WORDS = "서울 부산 대전 제주 수도 항구 과학 섬 도시 인구 바다 산 한국 의 은 는 이다".split()
+QUERY = "한국 의 수도 는"
+PASSAGES = [
+    "부산 은 항구 도시 이다", "서울 은 한국 의 수도 이다", "제주 는 섬 이다", "대전 은 과학 도시 이다",
+    "서울 인구", "바다 산 섬", "수도 수도 수도", "한국 의 산",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-layer BERT (hidden 16, num_labels 1) with a WordLevel tokenizer, saved as a CrossEncoder folder."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {tok: i for i, tok in enumerate(specials + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=64,
+    )
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=64, num_labels=1, initializer_range=0.5,
+    )
+    path = tmp_path_factory.mktemp("tiny-ce")
+    transformers.BertForSequenceClassification(config).save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reranker(tiny_model: Path) -> CrossEncoderReranker:
+    return CrossEncoderReranker(model="tiny/ce", model_path=str(tiny_model), top_n=3, batch_size=2, max_length=32)
+
+
+def _candidates() -> list[NodeWithScore]:
+    return [NodeWithScore(node=TextNode(id_=f"p{i}", text=t), score=1.0 - i / 10) for i, t in enumerate(PASSAGES)]
+
+
+def _reference_scores(tiny_model: Path) -> list[float]:
+    from sentence_transformers import CrossEncoder
+
+    ce = CrossEncoder(str(tiny_model), max_length=32, device="cpu")
+    return [float(s) for s in ce.predict([(QUERY, p) for p in PASSAGES])]
+
+
+def test_is_a_node_postprocessor() -> None:
+    assert issubclass(CrossEncoderReranker, BaseNodePostprocessor)
+
+
+def test_order_follows_cross_encoder_scores_not_input(reranker: CrossEncoderReranker, tiny_model: Path) -> None:
+    scores = _reference_scores(tiny_model)
+    expected = sorted(range(len(PASSAGES)), key=lambda i: -scores[i])
+    assert expected[:3] != [0, 1, 2], "fixture should disagree with the input order"
+    got = reranker.postprocess_nodes(_candidates(), query_bundle=QueryBundle(QUERY))
+    assert [n.node.node_id for n in got] == [f"p{i}" for i in expected[:3]]
+    assert [n.score for n in got] == pytest.approx([scores[i] for i in expected[:3]], abs=1e-5)
+
+
+def test_top_n_and_no_mutation(tiny_model: Path) -> None:
+    nodes = _candidates()
+    for top_n in (1, 5, 20):
+        rr = CrossEncoderReranker(model="tiny/ce", model_path=str(tiny_model), top_n=top_n)
+        got = rr.postprocess_nodes(nodes, query_str=QUERY)
+        assert len(got) == min(top_n, len(nodes))
+    assert [n.score for n in nodes] == [1.0 - i / 10 for i in range(len(PASSAGES))]
+    assert all(n.node.metadata == {} for n in nodes)
+
+
+def test_keep_retrieval_score_copies_the_node(tiny_model: Path) -> None:
+    rr = CrossEncoderReranker(model="tiny/ce", model_path=str(tiny_model), top_n=8, keep_retrieval_score=True)
+    nodes = _candidates()
+    got = rr.postprocess_nodes(nodes, query_str=QUERY)
+    by_id = {n.node.node_id: n for n in nodes}
+    for out in got:
+        assert out.node.metadata["retrieval_score"] == by_id[out.node.node_id].score
+        assert "retrieval_score" not in out.node.get_content(metadata_mode="llm")
+    assert all("retrieval_score" not in n.node.metadata for n in nodes)
+
+
+def test_empty_and_missing_query(reranker: CrossEncoderReranker) -> None:
+    assert reranker.postprocess_nodes([], query_str=QUERY) == []
+    with pytest.raises(RetrievalError, match="query"):
+        reranker.postprocess_nodes(_candidates())
+
+
+def test_from_config(tiny_model: Path) -> None:
+    rr = CrossEncoderReranker.from_config(RerankConfig(model="tiny/ce", top_n=2, batch_size=4, max_length=16),
+                                          model_path=str(tiny_model))
+    assert (rr.model, rr.top_n, rr.batch_size, rr.max_length) == ("tiny/ce", 2, 4, 16)
+    assert len(rr.postprocess_nodes(_candidates(), query_str=QUERY)) == 2
+
+
+def test_unloadable_model_names_it(tmp_path: Path) -> None:
+    with pytest.raises(ModelResolutionError, match="no-such/reranker") as err:
+        CrossEncoderReranker(model="no-such/reranker", model_path=str(tmp_path / "missing"))
+    assert err.value.key == "rerank.model"

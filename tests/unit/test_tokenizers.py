@@ -1,0 +1,176 @@
+"""Tokenizer registry: kiwi morphemes, whitespace/regex baselines, hf subwords, specs and errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import TokenizerConfig
+from pipeline.errors import ConfigError, IndexMismatchError, ModelResolutionError
+from pipeline.tokenizers import (
+    KIWI_DEFAULT_TAGS,
+    TOKENIZERS,
+    build_tokenizer,
+    check_tokenizer,
+    expected_spec,
+    tokenizer_from_spec,
+)
+
+
+def tok(name: str = "kiwi", **kw):
+    return build_tokenizer(TokenizerConfig(name=name, **kw))
+
+
+# --------------------------------------------------------------------------- kiwi
+
+
+def test_kiwi_bare_noun_matches_noun_with_particle():
+    kiwi = tok("kiwi")
+    assert kiwi("서울") == ["서울"]
+    assert "서울" in kiwi("서울은 대한민국의 수도이다.")
+
+
+@pytest.mark.parametrize("name", ["whitespace", "regex"])
+def test_whitespace_and_regex_do_not_split_particles(name):
+    # Why kiwi is the default: these keep '서울은' whole, so a query for '서울' never matches it.
+    t = tok(name)
+    assert "서울" not in t("서울은 대한민국의 수도이다.")
+    assert "서울은" in t("서울은 대한민국의 수도이다.")
+
+
+def test_kiwi_default_tags_keep_content_morphemes_only():
+    out = tok("kiwi")("그는 밥을 먹었고 BTS를 좋아한다. 2024년 漢字 것")
+    assert out == ["밥", "먹다", "bts", "좋아하다", "2024", "漢字"]  # pronoun, particles, endings, 년/것 (NNB) dropped
+
+
+def test_kiwi_tags_are_configurable_prefixes_and_lowercase_stopwords_apply():
+    nouns = tok("kiwi", tags=["NN"])  # prefix: NNG, NNP and NNB
+    assert nouns("밥을 먹은 것") == ["밥", "것"]
+    t = tok("kiwi", lowercase=False, stopwords=["밥"])
+    assert t("밥과 Apple") == ["Apple"]
+
+
+def test_kiwi_tokenize_many_matches_single_calls():
+    t = tok("kiwi")
+    texts = ["서울은 크다", "", "부산의 바다"]
+    assert t.tokenize_many(texts) == [t(x) for x in texts]
+    assert t.tokenize_many([]) == []
+
+
+def test_kiwi_instance_is_cached():
+    assert tok("kiwi")._kiwi is tok("kiwi", tags=["NNG"])._kiwi
+
+
+def test_spec_is_complete_and_rebuilds_the_same_tokenizer():
+    spec = tok("kiwi", tags=["NNP", "NNG"], lowercase=False, stopwords=["수도"]).spec()
+    assert spec["name"] == "kiwi" and spec["tags"] == ["NNP", "NNG"] and spec["lowercase"] is False
+    assert spec["stopwords"] == ["수도"] and spec["library"] == "kiwipiepy" and spec["library_version"]
+    again = tokenizer_from_spec(spec)
+    assert again.spec() == spec
+    assert tok("kiwi").spec()["tags"] == list(KIWI_DEFAULT_TAGS)  # defaults resolved, never None
+
+
+# --------------------------------------------------------------------------- regex = LlamaIndex default
+
+
+SAMPLE = [
+    "The cats were running quickly through the gardens of Seoul.",
+    "A dog is a man's best friend; dogs love running. I am here",
+    "서울은 대한민국의 수도이다. 2024년 Olympics",
+]
+
+
+def test_regex_reproduces_bm25s_defaults_used_by_llamaindex():
+    bm25s = pytest.importorskip("bm25s")
+    Stemmer = pytest.importorskip("Stemmer")
+    want = bm25s.tokenize(SAMPLE, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False)
+    got = tok("regex").tokenize_many(SAMPLE)
+    assert got == want
+    assert got[0][:2] == ["cat", "were"] and "run" in got[0]  # stemmed, "the" dropped (bm25s list lacks "were")
+    assert "a" not in got[1] and "i" not in got[1]  # one-character words dropped by \w\w+
+
+
+def test_regex_vocabulary_equals_llamaindex_bm25retriever():
+    li = pytest.importorskip("llama_index.retrievers.bm25")
+    from llama_index.core.schema import TextNode
+
+    nodes = [TextNode(text=t, id_=f"n{i}") for i, t in enumerate(SAMPLE)]
+    retriever = li.BM25Retriever.from_defaults(nodes=nodes, similarity_top_k=2)
+    ours = {t for doc in tok("regex").tokenize_many(SAMPLE) for t in doc}
+    assert ours == set(retriever.bm25.vocab_dict) - {""}
+
+
+def test_regex_spec_records_pattern_stopwords_and_stemmer():
+    spec = tok("regex").spec()
+    assert spec["token_pattern"] == r"(?u)\b\w\w+\b"
+    assert spec["builtin_stopwords"] == "en" and spec["stemmer"] == "snowball-english"
+
+
+# --------------------------------------------------------------------------- hf
+
+
+@pytest.fixture()
+def wordpiece_dir(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "서울": 3, "##은": 4, "수도": 5, "##이다": 6, "부산": 7}
+    t = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    t.add_special_tokens(["[CLS]", "[SEP]"])
+    t.save(str(tmp_path / "tokenizer.json"))
+    return tmp_path
+
+
+def test_hf_wordpiece_from_folder_skips_special_tokens(wordpiece_dir):
+    t = tok(f"hf:{wordpiece_dir}")
+    assert t("[CLS] 서울은 수도이다 [SEP]") == ["서울", "##은", "수도", "##이다"]
+    spec = t.spec()
+    assert spec["name"] == f"hf:{wordpiece_dir}" and spec["vocab_size"] == 8 and spec["library"] == "tokenizers"
+    assert tokenizer_from_spec(spec)("부산") == ["부산"]
+
+
+def test_hf_unigram_file_strips_metaspace_marker(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = [("<unk>", 0.0), ("▁", -3.0), ("▁서울", -1.0), ("은", -1.5), ("▁수도", -1.0), ("서", -5.0), ("울", -5.0), ("수", -5.0), ("도", -5.0)]
+    t = Tokenizer(models.Unigram(vocab, unk_id=0))
+    t.pre_tokenizer = pre_tokenizers.Metaspace()
+    path = tmp_path / "uni.json"
+    t.save(str(path))
+    assert tok(f"hf:{path}")("서울은 수도") == ["서울", "은", "수도"]
+
+
+def test_hf_unresolvable_name_raises(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelResolutionError, match="hf:"):
+        tok(f"hf:{tmp_path}/no-such-tokenizer")
+    with pytest.raises(ConfigError, match="name the tokenizer"):
+        tok("hf:")
+
+
+# --------------------------------------------------------------------------- registry errors / mismatch
+
+
+def test_unknown_name_lists_registry_keys():
+    with pytest.raises(ConfigError, match="tokenizer.name") as exc:
+        tok("mecab")
+    for key in TOKENIZERS:
+        assert key in str(exc.value)
+    assert exc.value.key == "tokenizer.name"
+
+
+def test_tags_rejected_for_non_kiwi_and_name_is_case_insensitive():
+    with pytest.raises(ConfigError, match="tokenizer.tags"):
+        tok("whitespace", tags=["NNG"])
+    assert tok("KIWI").name == "kiwi"
+
+
+def test_check_tokenizer_names_both_values_and_the_fix():
+    persisted = tok("kiwi").spec()
+    check_tokenizer(persisted, TokenizerConfig())  # same settings: fine
+    check_tokenizer(persisted, TokenizerConfig(tags=list(reversed(KIWI_DEFAULT_TAGS))))  # order does not matter
+    with pytest.raises(IndexMismatchError, match="tokenizer.name") as exc:
+        check_tokenizer(persisted, TokenizerConfig(name="whitespace"))
+    assert "'kiwi'" in str(exc.value) and "'whitespace'" in str(exc.value) and "ragpipe ingest --rebuild" in str(exc.value)
+    with pytest.raises(IndexMismatchError, match="tokenizer.lowercase"):
+        check_tokenizer(persisted, TokenizerConfig(lowercase=False))
+    assert expected_spec(TokenizerConfig(name="regex"))["tags"] is None
