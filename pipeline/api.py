@@ -238,7 +238,7 @@ class Pipeline:
             missing = [i for i in doc_ids if i not in current]
             if missing:
                 raise RetrievalError(f"unknown document id(s): {', '.join(missing)}", key="doc_id", value=missing)
-            if len(missing) == 0 and len(current) == len(doc_ids):
+            if set(doc_ids) >= set(current):
                 raise RetrievalError("refusing to delete every document: an index needs at least one", key="doc_id")
             return self.ingest(documents=[d for k, d in current.items() if k not in set(doc_ids)])
 
@@ -280,7 +280,15 @@ class Pipeline:
             if self._retriever is None:
                 self._recover_interrupted_swap()
                 self._retriever, self._nodes, self._manifest = self._open_stack()
+                self._warm_up(self._retriever)
             return self._retriever
+
+    @staticmethod
+    def _warm_up(retriever: PipelineRetriever) -> None:
+        """One throw-away query, so lazy loads (kiwi's model, torch kernels) don't land on the first real one."""
+        t0 = time.perf_counter()
+        retriever.retrieve("준비 운동")
+        logger.debug("warm-up query took %.2f s", time.perf_counter() - t0)
 
     def _open_stack(self) -> tuple[PipelineRetriever, dict[str, TextNode], index_dir.Manifest]:
         """Read the persisted folder into a complete, new retriever stack (touches no live state)."""

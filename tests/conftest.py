@@ -54,7 +54,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)).save_pretrained(hf_dir)
     word = models.Transformer(str(hf_dir), max_seq_length=120)
-    pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    pool = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
     st_dir = root / "st"
     SentenceTransformer(modules=[word, pool], device="cpu").save(str(st_dir))
     return st_dir

@@ -1,0 +1,41 @@
+"""The default config with the real (prepared) e5 model over the embedded sample corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import Pipeline
+from pipeline.model_prep import is_prepared, prepare_model
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def real_model() -> None:
+    if not is_prepared():
+        prepare_model()
+
+
+def test_default_pipeline_finds_gold_documents(real_model: None, tmp_path: Path) -> None:
+    pipe = Pipeline.from_config(REPO / "configs" / "default.yaml", [f"index_dir={tmp_path / 'index'}"])
+    first = pipe.ingest()
+    assert first.documents == 45
+    rows = [json.loads(line) for line in (REPO / "data" / "sample_questions.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    found = sum(any(h.node.ref_doc_id in r["relevant_doc_ids"] for h in pipe.retrieve(r["question"], top_k=3)) for r in rows)
+    assert found >= 9, f"only {found}/{len(rows)} sample questions found their gold document in the top 3"
+    again = Pipeline.from_config(REPO / "configs" / "default.yaml", [f"index_dir={tmp_path / 'index'}"]).ingest()
+    assert again.new_embeddings == 0 and again.unchanged == 45
+
+
+def test_korean_sentence_similarity_order(real_model: None) -> None:
+    from pipeline.config import load_config
+    from pipeline.models import build_embedding
+    from pipeline.similarity import similarity_matrix
+
+    model = build_embedding(load_config(REPO / "configs" / "default.yaml").embedding)
+    sim = similarity_matrix(model, ["잠이 안 옵니다", "졸음이 옵니다", "기차가 옵니다"], prompt="query")
+    assert sim[0, 1] > sim[0, 2]

@@ -1,0 +1,83 @@
+"""The ragpipe command: exit codes, one-line errors, --json on stdout."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+runner = CliRunner()
+
+
+def _write(tmp_path: Path, cfg: dict[str, Any]) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_ingest_and_query_json(tiny_config: dict[str, Any], tmp_path: Path) -> None:
+    cfg = _write(tmp_path, tiny_config)
+    result = runner.invoke(app, ["--quiet", "ingest", "-c", str(cfg), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["documents"] == 6 and report["new_embeddings"] == 6
+    result = runner.invoke(app, ["--quiet", "query", "-c", str(cfg), "김치는 어떻게 만드나요?", "--json", "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["results"][0]["doc_id"] == "kimchi" and len(out["results"]) == 2
+    result = runner.invoke(app, ["--quiet", "ingest", "-c", str(cfg), "--json"])
+    assert json.loads(result.stdout)["new_embeddings"] == 0
+
+
+def test_set_override_and_filter(tiny_config: dict[str, Any], tmp_path: Path) -> None:
+    cfg = _write(tmp_path, tiny_config)
+    assert runner.invoke(app, ["--quiet", "ingest", "-c", str(cfg)]).exit_code == 0
+    result = runner.invoke(app, ["--quiet", "query", "-c", str(cfg), "서울 김치", "--json", "--filter", "category=요리",
+                                 "--set", "retrieval.fusion.mode=relative_score"])
+    assert result.exit_code == 0, result.output
+    assert [r["doc_id"] for r in json.loads(result.stdout)["results"]] == ["kimchi"]
+
+
+def test_config_errors_exit_2_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("retrieval: [unclosed\n", encoding="utf-8")
+    result = runner.invoke(app, ["ingest", "-c", str(bad)])
+    assert result.exit_code == 2
+    assert "malformed YAML" in result.stderr and "Traceback" not in result.stderr
+    result = runner.invoke(app, ["ingest", "-c", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2 and "config file not found" in result.stderr
+
+
+def test_unknown_component_exit_2(tiny_config: dict[str, Any], tmp_path: Path) -> None:
+    cfg = copy.deepcopy(tiny_config)
+    cfg["retrieval"]["retrievers"][0]["type"] = "splade"
+    result = runner.invoke(app, ["ingest", "-c", str(_write(tmp_path, cfg))])
+    assert result.exit_code == 2 and "is not one of: bm25, tfidf, bow, dense" in result.stderr
+
+
+def test_runtime_errors_exit_1(tiny_config: dict[str, Any], tmp_path: Path) -> None:
+    cfg = _write(tmp_path, tiny_config)
+    result = runner.invoke(app, ["query", "-c", str(cfg), "서울"])
+    assert result.exit_code == 1 and "no index here" in result.stderr
+    assert runner.invoke(app, ["--quiet", "ingest", "-c", str(cfg)]).exit_code == 0
+    result = runner.invoke(app, ["query", "-c", str(cfg), "  "])
+    assert result.exit_code == 1 and "empty query" in result.stderr
+    broken = copy.deepcopy(tiny_config)
+    broken["data"]["path"] = str(tmp_path / "nope.jsonl")
+    result = runner.invoke(app, ["ingest", "-c", str(_write(tmp_path, broken))])
+    assert result.exit_code == 1 and "nope.jsonl does not exist" in result.stderr
+
+
+def test_help_imports_no_heavy_library() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; from pipeline.cli import app; bad=[m for m in ('torch','faiss','kiwipiepy','sentence_transformers','bm25s') if m in sys.modules]; print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
