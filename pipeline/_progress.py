@@ -12,9 +12,20 @@ _FORCED_OFF = False
 
 
 def disable_progress(off: bool = True) -> None:
-    """Turn every progress bar off (``--quiet``, the service)."""
+    """Turn every progress bar off (``--quiet``, the service), the libraries' model-loading bars too."""
     global _FORCED_OFF
     _FORCED_OFF = off
+    if off:
+        quiet_library_bars()
+
+
+def quiet_library_bars() -> None:
+    """No huggingface_hub / transformers bars (e.g. 'Loading weights') on stderr."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when transformers is first imported
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def progress_enabled(show_progress: bool = True) -> bool:

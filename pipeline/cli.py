@@ -41,10 +41,12 @@ def main(
         handler.setLevel(level)
     for noisy in ("httpx", "sentence_transformers", "faiss", "transformers", "huggingface_hub", "urllib3", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not debug else logging.DEBUG)
-    if quiet:
-        from ._progress import disable_progress
+    from ._progress import disable_progress, progress_enabled, quiet_library_bars
 
+    if quiet:
         disable_progress()
+    elif not progress_enabled():
+        quiet_library_bars()  # stderr is a log, not a terminal
 
 
 def _run(fn: Callable[[], Any]) -> Any:
@@ -225,7 +227,8 @@ def evaluate(
         if setups:
             overrides.append(f"evaluation.setups=[{setups}]")
         ecfg = load_eval_config(config, overrides)
-        command = "ragpipe evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "ragpipe evaluate"
+        args = sys.argv[sys.argv.index("evaluate") + 1 :] if "evaluate" in sys.argv else []
+        command = " ".join(["ragpipe evaluate", *args])
         results, files = run_evaluation(ecfg, limit=limit, seed=seed, command=command, out_dir=out_dir)
         if as_json:
             typer.echo(json.dumps({"run_dir": str(files.report_md.parent), "setups": {s.name: s.metrics if not s.skipped else {"skipped": s.skipped} for s in results.setups}}, ensure_ascii=False, indent=2))

@@ -126,6 +126,15 @@ class CachedEmbedding(BaseEmbedding):
                 self.new_embeddings += len(chunk)
         return [found[k].tolist() for k in keys]
 
+    def get_query_embedding_cached(self, query: str) -> List[float]:
+        """A query vector through the cache (parameter sweeps only: it hides query-embedding latency)."""
+        key = self._key("\x01query\x00" + query)
+        found = self._cache.get_many([key])
+        if key not in found:
+            found[key] = np.asarray(self._inner.get_query_embedding(query), dtype=np.float32)
+            self._cache.put_many([(key, found[key])])
+        return found[key].tolist()
+
     def get_text_embeddings_array(self, texts: List[str]) -> np.ndarray:
         """Passage vectors as one float32 array (for bulk indexing and evaluation)."""
         return np.asarray(self._get_text_embeddings(texts), dtype=np.float32)

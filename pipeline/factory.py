@@ -52,7 +52,9 @@ def chunk_documents(docs: list[Document], cfg: ChunkingConfig, tokenizer: Any = 
 
             node.relationships[NodeRelationship.SOURCE] = doc.as_related_node_info()
         return nodes
-    return list(splitter.get_nodes_from_documents(docs, show_progress=show_progress))
+    from ._progress import progress_enabled
+
+    return list(splitter.get_nodes_from_documents(docs, show_progress=progress_enabled(show_progress)))
 
 
 def chunk_token_counter(embedding: EmbeddingConfig) -> Any:

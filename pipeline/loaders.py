@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 
 from llama_index.core import Document
 
+from ._progress import progress
 from .config import Config, DataConfig, LoaderType
 from .errors import LoaderError
 
@@ -167,7 +168,7 @@ def _read_folder(data: DataConfig, path: Path) -> list[Document]:
         exts = {e.lower() for e in data.extensions}
         files = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in exts)
     docs: list[Document] = []
-    for file in files:
+    for file in progress(files, "loading files", total=len(files), unit="file"):
         rel = file.relative_to(path).as_posix() if path.is_dir() else file.name
         if file.suffix.lower() in (".txt", ".md"):
             with _open_text(file) as lines:  # strict UTF-8, unlike the reader's errors="ignore"

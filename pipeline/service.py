@@ -199,16 +199,6 @@ def _auth_dependency(api_key: str | None) -> Any:
     return check
 
 
-def _quiet_library_progress_bars() -> None:
-    """No model-loading bars from huggingface_hub / transformers in the service's logs."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - no dense retriever installed
-        pass
-
 
 # --------------------------------------------------------------------------- app
 
@@ -226,7 +216,6 @@ def create_app(pipeline: Pipeline, *, llm: Any = _FROM_CONFIG, api_key: str | No
     from .models import build_llm
 
     disable_progress()
-    _quiet_library_progress_bars()
     pipeline.show_progress = False
     pipeline.load()
     if llm is _FROM_CONFIG:

@@ -37,14 +37,17 @@ def expand_grid(axes: list[str]) -> list[list[str]]:
 
 def run_grid(ecfg: Any, base: str, axes: list[str], limit: int | None = None, seed: int | None = None,
              show_progress: bool = True) -> list[dict[str, Any]]:
-    """Score every variant of setup ``base``; returns one row per variant (overrides + mean metrics)."""
+    """Score every variant of setup ``base``; returns one row per variant (overrides + mean metrics).
+
+    Query vectors come from the embedding cache here, so ``p50_ms`` excludes query embedding.
+    """
     from ..qa import read_qa_set
 
     path = ecfg.setup_path(base)
     raw = read_yaml(path)
     qa = read_qa_set(ecfg.dataset.kind, ecfg.resolve(ecfg.dataset.path) if ecfg.dataset.path else None)
     qa = qa.sample(limit or ecfg.limit, seed=ecfg.seed if seed is None else seed)
-    runner = MatrixRunner(qa, depth=ecfg.depth, show_progress=show_progress)
+    runner = MatrixRunner(qa, depth=ecfg.depth, show_progress=show_progress, cache_queries=True)
     rows = []
     for overrides in expand_grid(axes):
         cfg = config_from_dict(apply_overrides(raw, overrides), source=f"{path} {' '.join(overrides)}", base_dir=ecfg.base_dir)

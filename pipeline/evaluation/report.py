@@ -277,7 +277,12 @@ def render_markdown(results: EvaluationResults) -> str:
             e = s.build.get(c)
             if e is None:
                 return "–"
-            rate = f" ({e['passages_per_s']:.1f} passages/s)" if e.get("passages_per_s") else ""
+            if e.get("passages_per_s"):
+                rate = f" ({e['passages_per_s']:.1f} passages/s)"
+            elif e.get("cached"):
+                rate = f" ({int(e['cached'])} passages from cache)"
+            else:
+                rate = ""
             return _f(e.get("seconds"), 2) + rate
 
         out += _table(["setup", *comps], [[s.name, *(cell(s, c) for c in comps)] for s in ran])

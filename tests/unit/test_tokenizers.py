@@ -39,7 +39,8 @@ def test_whitespace_and_regex_do_not_split_particles(name):
 
 def test_kiwi_default_tags_keep_content_morphemes_only():
     out = tok("kiwi")("그는 밥을 먹었고 BTS를 좋아한다. 2024년 漢字 것")
-    assert out == ["밥", "먹다", "bts", "좋아하다", "2024", "漢字"]  # pronoun, particles, endings, 년/것 (NNB) dropped
+    # particles (는 을 를), endings (었고 ㄴ다) and punctuation dropped; pronoun 그 and dependent nouns 년/것 kept
+    assert out == ["그", "밥", "먹다", "bts", "좋아하다", "2024", "년", "漢字", "것"]
 
 
 def test_kiwi_tags_are_configurable_prefixes_and_lowercase_stopwords_apply():
