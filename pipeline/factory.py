@@ -12,8 +12,9 @@ import numpy as np
 from llama_index.core import Document
 from llama_index.core.embeddings import BaseEmbedding
 from llama_index.core.retrievers import BaseRetriever
-from llama_index.core.schema import BaseNode, MetadataMode, TextNode
+from llama_index.core.schema import BaseNode, MetadataMode, NodeRelationship, TextNode
 
+from ._progress import progress_enabled
 from .config import BM25Config, ChunkingConfig, Config, DenseConfig, EmbeddingConfig, EmbeddingProvider, SparseVectorConfig, SplitterType
 from .errors import ConfigError
 
@@ -45,15 +46,11 @@ def chunk_documents(docs: list[Document], cfg: ChunkingConfig, tokenizer: Any = 
     """Split documents into nodes with stable ids ``<doc_id>#<i>``; each keeps doc id and metadata."""
     splitter = build_splitter(cfg, tokenizer)
     if splitter is None:
-        nodes = [TextNode(id_=f"{d.doc_id}#0", text=d.text, metadata=dict(d.metadata)) for d in docs]
-        for node, doc in zip(nodes, docs):
-            node.relationships = {}
-            from llama_index.core.schema import NodeRelationship
-
-            node.relationships[NodeRelationship.SOURCE] = doc.as_related_node_info()
-        return nodes
-    from ._progress import progress_enabled
-
+        return [
+            TextNode(id_=f"{d.doc_id}#0", text=d.text, metadata=dict(d.metadata),
+                     relationships={NodeRelationship.SOURCE: d.as_related_node_info()})
+            for d in docs
+        ]
     return list(splitter.get_nodes_from_documents(docs, show_progress=progress_enabled(show_progress)))
 
 
@@ -223,7 +220,3 @@ def build_fusion(built: list[BuiltRetriever], cfg: Config, top_k: int) -> BaseRe
 
     entries = [RetrieverEntry(b.name, b.retriever, b.weight, b.candidate_k) for b in built]
     return FusionRetriever(entries, cfg.retrieval.fusion, top_k=top_k)
-
-
-def uses_embedding(cfg: Config) -> bool:
-    return cfg.uses_dense()

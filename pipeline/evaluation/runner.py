@@ -125,8 +125,12 @@ class MatrixRunner:
     def build_setup(self, name: str, cfg: Config, anchor: str | None, build: dict[str, Any]) -> tuple[BaseRetriever, list[factory.BuiltRetriever], Any]:
         nodes, chunk_build = self.nodes(cfg)
         build.update(chunk_build)
+        if anchor not in (None, "llamaindex"):
+            raise EvaluationError(f"unknown anchor kind {anchor!r}; expected: llamaindex")
         built = []
         for rcfg in cfg.retrieval.retrievers:
+            if anchor == "llamaindex" and rcfg.type != "dense":
+                continue  # the anchor brings LlamaIndex's own BM25Retriever
             b, b_build = self.retriever(rcfg, cfg, nodes)
             build.update(b_build)
             built.append(factory.BuiltRetriever(rcfg.name, b.retriever, rcfg.weight, rcfg.candidate_k, b.info))
@@ -138,9 +142,10 @@ class MatrixRunner:
             rc = cfg.rerank
             reranker = CrossEncoderReranker(model=build_cross_encoder_path(rc.model), top_n=rc.top_n, batch_size=rc.batch_size, max_length=rc.max_length)
         if anchor == "llamaindex":
-            return _llamaindex_anchor(built, nodes, self.depth), built, None
-        if anchor is not None:
-            raise EvaluationError(f"unknown anchor kind {anchor!r}; expected: llamaindex")
+            t0 = time.perf_counter()
+            first = _llamaindex_anchor(built, nodes, self.depth)
+            build["bm25_index"] = {"seconds": time.perf_counter() - t0}
+            return first, built, None
         first = factory.build_fusion(built, cfg, self.depth)
         return first, built, reranker
 
