@@ -44,7 +44,8 @@ retrieval:
 
 def test_minimal_config_defaults(tmp_path: Path) -> None:
     cfg = load_config(_write(tmp_path, MINIMAL))
-    assert cfg.retrieval.fusion.mode == FusionMode.RRF
+    assert cfg.retrieval.fusion.mode == FusionMode.DIST_BASED_SCORE  # the tuned default
+    assert cfg.retrieval.retrievers[0].candidate_k == 40
     assert cfg.embedding.model == "intfloat/multilingual-e5-small"
     assert cfg.llm.provider.value == "none"
     assert cfg.resolve_path("x.jsonl") == tmp_path / "x.jsonl"
