@@ -12,6 +12,7 @@ in the docstore; ``from_persist_dir`` takes them as a ``node_id -> node`` mappin
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -193,6 +194,7 @@ class BM25Retriever(BaseRetriever):
         self.cfg = cfg
         self.similarity_top_k = similarity_top_k or cfg.candidate_k
         self.filters = filters
+        self.build_seconds: dict[str, float] = {}  # set by from_nodes: tokenisation and indexing times
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @classmethod
@@ -212,13 +214,17 @@ class BM25Retriever(BaseRetriever):
 
         check_unique_ids(nodes, "BM25")
         tokenizer = tokenizer or build_tokenizer(cfg.tokenizer)
+        t0 = time.perf_counter()
         docs = tokenizer.tokenize_many([index_text(n, cfg.include_metadata) for n in nodes], show_progress=show_progress)
+        t1 = time.perf_counter()
         vocab: dict[str, int] = {}
         ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in docs]
         bm25 = bm25s.BM25(k1=cfg.k1, b=cfg.b, method=cfg.method.value)
         bm25.index(Tokenized(ids=ids, vocab=vocab), show_progress=progress_enabled(show_progress))
         logger.info("BM25 index %r: %d nodes, %d terms (tokenizer %s, %s)", cfg.name, len(nodes), len(vocab), tokenizer.name, cfg.method.value)
-        return cls(bm25, nodes, tokenizer, cfg, similarity_top_k=top_k, filters=filters)
+        retriever = cls(bm25, nodes, tokenizer, cfg, similarity_top_k=top_k, filters=filters)
+        retriever.build_seconds = {"tokenisation": t1 - t0, "bm25_index": time.perf_counter() - t1}
+        return retriever
 
     @property
     def tokenizer_spec(self) -> TokenizerSpec:

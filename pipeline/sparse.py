@@ -12,6 +12,7 @@ On disk: ``matrix.npz`` (scipy sparse, no pickle), ``vocab.json`` (terms in colu
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -84,6 +85,7 @@ class SparseVectorRetriever(BaseRetriever):
         self.cfg = cfg
         self.similarity_top_k = similarity_top_k or cfg.candidate_k
         self.filters = filters
+        self.build_seconds: dict[str, float] = {}  # set by from_nodes: tokenisation and indexing times
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @classmethod
@@ -103,7 +105,9 @@ class SparseVectorRetriever(BaseRetriever):
 
         check_unique_ids(nodes, cfg.type)
         tokenizer = tokenizer or build_tokenizer(cfg.tokenizer)
+        t0 = time.perf_counter()
         docs = tokenizer.tokenize_many([index_text(n) for n in nodes], show_progress=show_progress)
+        t1 = time.perf_counter()
         if cfg.type == "tfidf":
             vec: Any = TfidfVectorizer(analyzer=_identity, sublinear_tf=cfg.sublinear_tf, norm="l2")
         else:
@@ -117,7 +121,9 @@ class SparseVectorRetriever(BaseRetriever):
             matrix = normalize(matrix.astype(np.float64), norm="l2")
         terms = vec.get_feature_names_out().tolist()
         logger.info("%s index %r: %d nodes, %d terms (tokenizer %s)", cfg.type, cfg.name, len(nodes), len(terms), tokenizer.name)
-        return cls(matrix, terms, idf, nodes, tokenizer, cfg, similarity_top_k=top_k, filters=filters)
+        retriever = cls(matrix, terms, idf, nodes, tokenizer, cfg, similarity_top_k=top_k, filters=filters)
+        retriever.build_seconds = {"tokenisation": t1 - t0, f"{cfg.type}_index": time.perf_counter() - t1}
+        return retriever
 
     @property
     def tokenizer_spec(self) -> TokenizerSpec:

@@ -41,7 +41,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 LATENCY_STAGES: tuple[str, ...] = ("query_embedding", "faiss", "bm25", "fusion", "rerank", "end_to_end")
-BUILD_COMPONENTS: tuple[str, ...] = ("tokenisation", "bm25_index", "corpus_embedding", "faiss_build")
+BUILD_COMPONENTS: tuple[str, ...] = ("chunking", "tokenisation", "bm25_index", "corpus_embedding", "faiss_build")
 PAIRED_METRICS: tuple[str, ...] = ("mrr@10", "hit@1", "hit@10", "ndcg@10")
 _DEFAULT_PACKAGES = ("llama-index-core", "bm25s", "faiss-cpu", "sentence-transformers", "torch", "transformers",
                      "kiwipiepy", "numpy")
