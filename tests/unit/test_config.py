@@ -111,3 +111,8 @@ def test_config_is_frozen_and_fingerprinted(tmp_path: Path) -> None:
     assert a.fingerprint() != b.fingerprint()
     with pytest.raises(Exception):
         a.name = "other"  # type: ignore[misc]
+
+
+def test_readme_shows_the_shipped_default_config() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert (REPO / "configs" / "default.yaml").read_text(encoding="utf-8") in readme
