@@ -128,7 +128,8 @@ class CachedEmbedding(BaseEmbedding):
 
     def get_query_embedding_cached(self, query: str) -> List[float]:
         """A query vector through the cache (parameter sweeps only: it hides query-embedding latency)."""
-        key = self._key("\x01query\x00" + query)
+        prompt = getattr(self._inner, "query_instruction", None) or ""  # the passage key does not cover the query prompt
+        key = self._key(f"\x01query\x00{prompt}\x00{query}")
         found = self._cache.get_many([key])
         if key not in found:
             found[key] = np.asarray(self._inner.get_query_embedding(query), dtype=np.float32)

@@ -8,8 +8,9 @@ Names (``tokenizer.name``):
   dependent nouns and pronouns), numerals, foreign/number/hanja runs, roots, verb and adjective
   stems, general adverbs, URLs/e-mails. Particles, endings, the copula and affixes are dropped:
   they occur in nearly every passage and only add noise to term matching. (The narrower
-  nouns-and-stems set scored slightly lower on KLUE MRC and KorQuAD; docs/tuning.md.) Verb/adjective stems get a ``다``
-  suffix (``먹었다`` -> ``먹다``) so they never collide with a noun of the same spelling (``가``).
+  nouns-and-stems set scored slightly lower on KLUE MRC and KorQuAD; docs/tuning.md.)
+  Verb/adjective stems get a ``다`` suffix (``먹었다`` -> ``먹다``) so they never collide with a
+  noun of the same spelling (``가``).
 - ``whitespace``: ``str.split``; for tests and comparisons only (``서울`` never matches ``서울은``).
 - ``regex``: LlamaIndex BM25Retriever's default (bm25s.tokenize: lowercase, ``(?u)\\b\\w\\w+\\b``,
   English stopwords, Snowball English stemmer); kept to show why it fails on Korean.
