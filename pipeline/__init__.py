@@ -1,22 +1,26 @@
-"""ragpipe: a Korean-first hybrid retrieval pipeline (BM25 over morphemes + FAISS) on LlamaIndex."""
+"""ragpipe: a Korean-first hybrid retrieval pipeline (BM25 over morphemes + FAISS) on LlamaIndex.
+
+The import package is ``pipeline``; its subpackages are the layers (docs/architecture.md).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .core.versions import __version__
+
 __all__ = ["Pipeline", "Config", "load_config", "RagpipeError", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import Pipeline
     from .config import Config, load_config
-    from .errors import RagpipeError
+    from .core.errors import RagpipeError
+    from .serving.pipeline import Pipeline
 
 
 def __getattr__(name: str) -> Any:
     """Import lazily so that ``ragpipe --help`` stays light."""
     if name == "Pipeline":
-        from .api import Pipeline
+        from .serving.pipeline import Pipeline
 
         return Pipeline
     if name in ("Config", "load_config"):
@@ -24,7 +28,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(config, name)
     if name == "RagpipeError":
-        from .errors import RagpipeError
+        from .core.errors import RagpipeError
 
         return RagpipeError
     raise AttributeError(name)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cli import run  # noqa: E402
+from pipeline.serving.cli import run  # noqa: E402
 
 if __name__ == "__main__":
     sys.argv = ["ragpipe", "evaluate", *sys.argv[1:]]

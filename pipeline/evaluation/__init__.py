@@ -1,6 +1,6 @@
 """Retrieval evaluation: metrics (pure functions) and reports (results.json, report.md, plots)."""
 
-from pipeline.evaluation.metrics import (
+from .metrics import (
     CUTOFF,
     K_VALUES,
     METRIC_NAMES,
@@ -15,7 +15,7 @@ from pipeline.evaluation.metrics import (
     query_metrics,
     summarize,
 )
-from pipeline.evaluation.report import (
+from .report import (
     BUILD_COMPONENTS,
     LATENCY_STAGES,
     EvaluationResults,
@@ -25,7 +25,6 @@ from pipeline.evaluation.report import (
     add_paired_tests,
     build_setup_result,
     latency_summary,
-    library_versions,
     question_groups,
     render_markdown,
     render_terminal_table,
@@ -37,6 +36,6 @@ __all__ = [
     "CUTOFF", "K_VALUES", "METRIC_NAMES", "ConfidenceInterval", "PairedTestResult", "bootstrap_ci", "breakdown",
     "dedupe_by_doc", "evaluate_run", "mean_metrics", "paired_test", "query_metrics", "summarize",
     "BUILD_COMPONENTS", "LATENCY_STAGES", "EvaluationResults", "ReportFiles", "RunMeta", "SetupResult",
-    "add_paired_tests", "build_setup_result", "latency_summary", "library_versions", "question_groups",
+    "add_paired_tests", "build_setup_result", "latency_summary", "question_groups",
     "render_markdown", "render_terminal_table", "skipped_setup", "write_report",
 ]

@@ -13,8 +13,9 @@ from typing import Any
 import yaml
 
 from ..config import apply_overrides, config_from_dict, read_yaml
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from . import metrics
+from .report import latency_summary
 from .runner import MatrixRunner
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def run_grid(ecfg: Any, base: str, axes: list[str], limit: int | None = None, se
 
     Query vectors come from the embedding cache here, so ``p50_ms`` excludes query embedding.
     """
-    from ..qa import read_qa_set
+    from ..ingest.qa import read_qa_set
 
     path = ecfg.setup_path(base)
     raw = read_yaml(path)
@@ -56,7 +57,7 @@ def run_grid(ecfg: Any, base: str, axes: list[str], limit: int | None = None, se
             rows.append({"overrides": overrides, "skipped": run.skipped})
             continue
         means = metrics.mean_metrics(metrics.evaluate_run(run.rankings, qa.qrels()))
-        p50 = sorted(run.latencies["end_to_end"])[len(run.latencies["end_to_end"]) // 2] * 1000
+        p50 = latency_summary(run.latencies["end_to_end"])["p50"]
         rows.append({"overrides": overrides, **{m: means[m] for m in SHOWN}, "p50_ms": p50})
         logger.info("%s -> MRR@10 %.4f hit@10 %.4f", " ".join(overrides) or "(base)", means["mrr@10"], means["hit@10"])
     return rows

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from pipeline.errors import EvaluationError
+from ..core.errors import EvaluationError
 
 logger = logging.getLogger(__name__)
 

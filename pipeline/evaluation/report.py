@@ -27,24 +27,23 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from pipeline._io import write_json_atomic, write_text_atomic
-from pipeline.errors import EvaluationError
-from pipeline.evaluation.metrics import K_VALUES, _group_key, breakdown, paired_test, summarize
+from ..core.errors import EvaluationError
+from ..core.io import write_json_atomic, write_text_atomic
+from .metrics import K_VALUES, _group_key, breakdown, paired_test, summarize
+from .plots import plot_hit_curves, plot_quality_vs_latency
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "SCHEMA_VERSION", "LATENCY_STAGES", "BUILD_COMPONENTS", "RunMeta", "SetupResult", "EvaluationResults",
     "ReportFiles", "latency_summary", "build_setup_result", "skipped_setup", "add_paired_tests",
-    "question_groups", "library_versions", "render_markdown", "render_terminal_table", "write_report",
+    "question_groups", "render_markdown", "render_terminal_table", "write_report",
 ]
 
 SCHEMA_VERSION = 1
 LATENCY_STAGES: tuple[str, ...] = ("query_embedding", "faiss", "bm25", "fusion", "rerank", "end_to_end")
 BUILD_COMPONENTS: tuple[str, ...] = ("chunking", "tokenisation", "bm25_index", "corpus_embedding", "faiss_build")
 PAIRED_METRICS: tuple[str, ...] = ("mrr@10", "hit@1", "hit@10", "ndcg@10")
-_DEFAULT_PACKAGES = ("llama-index-core", "bm25s", "faiss-cpu", "sentence-transformers", "torch", "transformers",
-                     "kiwipiepy", "numpy")
 
 
 @dataclass
@@ -195,19 +194,6 @@ def question_groups(questions: Iterable[Any], fields: Sequence[str] = ("question
     return {f: g for f, g in out.items() if g}
 
 
-def library_versions(packages: Sequence[str] = _DEFAULT_PACKAGES) -> dict[str, str]:
-    """Installed versions of ``packages`` (``"not installed"`` when absent)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for p in packages:
-        try:
-            out[p] = version(p)
-        except PackageNotFoundError:
-            out[p] = "not installed"
-    return out
-
-
 # ---------------------------------------------------------------- rendering
 
 
@@ -332,52 +318,7 @@ def render_terminal_table(results: EvaluationResults) -> str:
     return buf.getvalue().rstrip("\n")
 
 
-# ---------------------------------------------------------------- plots and files
-
-
-def _plot_hit_curves(results: EvaluationResults, path: Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.2))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for s in results.setups:
-        if s.skipped:
-            continue
-        ks = [k for k in K_VALUES if f"hit@{k}" in s.metrics]
-        ax.plot(ks, [s.metrics[f"hit@{k}"]["mean"] for k in ks], marker="o", label=s.name)
-    ax.set_xscale("log")
-    ax.minorticks_off()
-    ax.set_xticks(list(K_VALUES), [str(k) for k in K_VALUES])
-    ax.set(xlabel="k", ylabel="hit@k", ylim=(0, 1.02), title=f"hit@k: {results.meta.dataset}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
-
-
-def _plot_quality_vs_latency(results: EvaluationResults, path: Path) -> Path | None:
-    pts = [(s.name, s.latency_ms["end_to_end"]["p50"], s.metrics["mrr@10"]) for s in results.setups
-           if not s.skipped and s.latency_ms.get("end_to_end", {}).get("p50") is not None and "mrr@10" in s.metrics]
-    if not pts:
-        logger.info("no end-to-end latency recorded; quality-vs-latency plot not drawn")
-        return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.2))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for name, x, m in pts:
-        ax.errorbar([x], [m["mean"]], yerr=[[m["mean"] - m["low"]], [m["high"] - m["mean"]]], fmt="o", capsize=3)
-        ax.annotate(name, (x, m["mean"]), textcoords="offset points", xytext=(5, 5), fontsize="small")
-    ax.set(xlabel="end-to-end latency p50 (ms)", ylabel="MRR@10", title="quality vs latency")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
+# ---------------------------------------------------------------- files
 
 
 def write_report(results: EvaluationResults, out_dir: Path | str, plots: bool = True,
@@ -391,8 +332,8 @@ def write_report(results: EvaluationResults, out_dir: Path | str, plots: bool = 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     if plots:
-        written.append(_plot_hit_curves(results, out / "hit_at_k.png"))
-        if (p := _plot_quality_vs_latency(results, out / "quality_vs_latency.png")) is not None:
+        written.append(plot_hit_curves(results, out / "hit_at_k.png"))
+        if (p := plot_quality_vs_latency(results, out / "quality_vs_latency.png")) is not None:
             written.append(p)
     md = render_markdown(results)
     if written:

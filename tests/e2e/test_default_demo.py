@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import Pipeline
-from pipeline.model_prep import is_prepared, prepare_model
+from pipeline.models.prepare import is_prepared, prepare_model
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -33,8 +33,8 @@ def test_default_pipeline_finds_gold_documents(real_model: None, tmp_path: Path)
 
 def test_korean_sentence_similarity_order(real_model: None) -> None:
     from pipeline.config import load_config
-    from pipeline.models import build_embedding
-    from pipeline.similarity import similarity_matrix
+    from pipeline.models.embedding import build_embedding
+    from pipeline.models.similarity import similarity_matrix
 
     model = build_embedding(load_config(REPO / "configs" / "default.yaml").embedding)
     sim = similarity_matrix(model, ["잠이 안 옵니다", "졸음이 옵니다", "기차가 옵니다"], prompt="query")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import model_prep as mp
+from pipeline.models import prepare as mp
 
 pytestmark = pytest.mark.e2e
 

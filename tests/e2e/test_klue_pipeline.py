@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import Pipeline
-from pipeline.model_prep import is_prepared, prepare_model
+from pipeline.models.prepare import is_prepared, prepare_model
 from tests.conftest import REPO, has_shared_data
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not has_shared_data(), reason="../shared/data not present")]

@@ -42,7 +42,7 @@ class _Server:
         self.log = log
         with open(log, "ab") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", "--quiet", "serve", "-c", str(config), "--port", str(self.port), "--no-access-log"],
+                [sys.executable, "-m", "pipeline.serving.cli", "--quiet", "serve", "-c", str(config), "--port", str(self.port), "--no-access-log"],
                 cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=os.environ.copy(),
             )
         deadline = time.monotonic() + 180
@@ -72,7 +72,7 @@ class _Server:
 def config_file(tiny_config: dict[str, Any], tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_config, allow_unicode=True), encoding="utf-8")
-    from pipeline.api import Pipeline
+    from pipeline.serving.pipeline import Pipeline
 
     Pipeline.from_config(path).ingest()
     return path
@@ -92,7 +92,7 @@ def _bulk_docs() -> list[dict[str, Any]]:
 
 
 def test_kill_during_upsert_leaves_old_or_new_index(config_file: Path, tmp_path: Path, servers: list[_Server]) -> None:
-    from pipeline.api import Pipeline
+    from pipeline.serving.pipeline import Pipeline
 
     index = Path(yaml.safe_load(config_file.read_text(encoding="utf-8"))["index_dir"])
     log = tmp_path / "server.log"

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.serving.cli import app
 
 runner = CliRunner()
 
@@ -78,6 +78,6 @@ def test_help_imports_no_heavy_library() -> None:
     import subprocess
     import sys
 
-    code = "import sys; from pipeline.cli import app; bad=[m for m in ('torch','faiss','kiwipiepy','sentence_transformers','bm25s') if m in sys.modules]; print(bad)"
+    code = "import sys; from pipeline.serving.cli import app; bad=[m for m in ('torch','faiss','kiwipiepy','sentence_transformers','bm25s') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

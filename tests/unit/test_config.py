@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Config, FusionMode, apply_overrides, config_from_dict, load_config
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 ALL_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml"))
@@ -15,7 +15,7 @@ ALL_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml"))
 
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_config_validates(path: Path) -> None:
-    from pipeline.evaluation.config import is_eval_config, load_eval_config
+    from pipeline.config.evaluation import is_eval_config, load_eval_config
 
     if is_eval_config(path):
         load_eval_config(path)

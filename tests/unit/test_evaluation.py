@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.serving.cli import app
 from tests.conftest import REPO
 
 FIXTURE = REPO / "tests" / "fixtures" / "qa" / "klue_flat.jsonl"

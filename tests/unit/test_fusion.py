@@ -9,8 +9,8 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from pipeline.config import FusionConfig, FusionMode
-from pipeline.errors import ConfigError
-from pipeline.fusion import FusionRetriever, RetrieverEntry
+from pipeline.core.errors import ConfigError
+from pipeline.retrieval.fusion import FusionRetriever, RetrieverEntry
 
 NODES = {name: TextNode(id_=name, text=f"text of {name}") for name in "abcdefgmnpqxyz"}
 
@@ -118,7 +118,7 @@ def test_zero_weight_retriever_has_no_influence(mode: str) -> None:
     assert both == alone and noise.calls == 0
 
 
-def test_candidate_k_sets_depth_and_callables_get_it() -> None:
+def test_candidate_k_cuts_plain_retrievers_and_callables_get_it() -> None:
     stub = StubRetriever([(n, 1.0 - i / 10) for i, n in enumerate("abcdefg")])
     seen: list[int] = []
 
@@ -128,7 +128,7 @@ def test_candidate_k_sets_depth_and_callables_get_it() -> None:
 
     fused = FusionRetriever([RetrieverEntry("s", stub, 1.0, 3), RetrieverEntry("f", fn, 1.0, 2)], top_k=50)
     got = {n.node.node_id for n in fused.retrieve("q")}
-    assert stub.similarity_top_k == 3 and seen == [2]
+    assert stub.similarity_top_k == 100 and seen == [2]  # a plain retriever is cut, never mutated
     assert got == {"a", "b", "c", "x", "y"}
 
 
@@ -145,8 +145,9 @@ def test_trace_timings_and_no_mutation() -> None:
     assert set(trace.timings) == {"one", "two", "fusion"} and all(t >= 0 for t in trace.timings.values())
     assert trace.hits["a"] == {"one": (1, 0.7), "two": (1, 0.1)}
     assert original.score == 0.7 and NODES["a"].metadata == {}
-    fused.retrieve("q")
-    assert set(fused.last_timings) == {"one", "two", "fusion"}
+    timings: dict[str, float] = {}
+    fused.search("q", top_k=1, timings=timings)
+    assert set(timings) == {"fusion"} and not hasattr(fused, "last_timings")  # per-call, never on the object
     assert [n.node.node_id for n in asyncio.run(fused.aretrieve("q"))] == ["a"]
 
 

@@ -14,8 +14,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from pipeline.api import Pipeline
-from pipeline.engine import LLMError, RetrievalOnlyQueryEngine, answer_with_sources
+from pipeline.serving.pipeline import Pipeline
+from pipeline.serving.engine import LLMError, RetrievalOnlyQueryEngine, answer_with_sources
 
 ANSWER_TOKENS = ["서울은 ", "대한민국의 ", "수도입니다."]
 ANSWER = "".join(ANSWER_TOKENS)
@@ -147,7 +147,7 @@ def test_answer_with_sources_consumes_a_stream(llm_pipe: Pipeline) -> None:
 def test_service_query_over_llm(llm_pipe: Pipeline, llm_server: _Server) -> None:
     from fastapi.testclient import TestClient
 
-    from pipeline.service import create_app
+    from pipeline.serving.service import create_app
 
     client = TestClient(create_app(llm_pipe, api_key=None))
     body = client.post("/query", json={"query": "서울은 어떤 도시인가요?", "top_k": 2}).json()
@@ -199,7 +199,7 @@ def test_retrieval_only_default_never_touches_an_llm(tiny_config: dict[str, Any]
 
     monkeypatch.setattr(li_settings, "resolve_llm", boom)
     monkeypatch.setattr(Settings, "_llm", None)
-    monkeypatch.setattr("pipeline.engine.SourcedQueryEngine.__init__", boom)
+    monkeypatch.setattr("pipeline.serving.engine.SourcedQueryEngine.__init__", boom)
     p = Pipeline.from_config(tiny_config)
     assert p.config.llm.provider.value == "none"
     p.ingest()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import LoaderType, config_from_dict
-from pipeline.errors import LoaderError
-from pipeline.loaders import _READERS, load_documents
+from pipeline.core.errors import LoaderError
+from pipeline.ingest.loaders import _READERS, load_documents
 from tests.conftest import TINY_DOCS, write_jsonl
 
 

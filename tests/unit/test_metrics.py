@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.errors import EvaluationError
+from pipeline.core.errors import EvaluationError
 from pipeline.evaluation.metrics import (
     METRIC_NAMES,
     average_precision_at_k,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import model_prep as mp
-from pipeline.errors import ModelResolutionError, RagpipeError
+from pipeline.models import prepare as mp
+from pipeline.core.errors import ModelResolutionError, RagpipeError
 
 H, NL, NH, FF, VOC, MAXP, TVS = 32, 2, 2, 64, 6, 8, 2
 

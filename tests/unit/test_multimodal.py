@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.errors import ConfigError, LoaderError
+from pipeline.core.errors import ConfigError, LoaderError
 
 COLOURS = {"red.png": (255, 0, 0), "blue.png": (0, 0, 255), "nested/green.png": (0, 200, 0)}
 CAPTIONS = [{"doc_id": "c-red", "text": "red apple"}, {"doc_id": "c-blue", "text": "blue sky"},
@@ -89,7 +89,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_read_images_gives_stable_ids_and_image_paths(image_dir: Path) -> None:
-    from pipeline.multimodal import read_images
+    from pipeline.ingest.images import read_images
 
     docs = read_images(image_dir)
     assert [d.doc_id for d in docs] == ["blue.png", "nested/green.png", "red.png"]
@@ -101,7 +101,7 @@ def test_read_images_gives_stable_ids_and_image_paths(image_dir: Path) -> None:
 
 
 def test_unreadable_image_names_the_file(image_dir: Path) -> None:
-    from pipeline.multimodal import read_images
+    from pipeline.ingest.images import read_images
 
     (image_dir / "broken.png").write_bytes(b"not a png")
     with pytest.raises(LoaderError, match=r"broken\.png: cannot read image"):
@@ -114,7 +114,7 @@ def test_unreadable_image_names_the_file(image_dir: Path) -> None:
 def test_text_query_finds_images_through_the_pipeline(tmp_path: Path, image_dir: Path, tiny_clip_dir: Path) -> None:
     from PIL import Image
 
-    from pipeline.api import Pipeline
+    from pipeline.serving.pipeline import Pipeline
 
     config = _config(tmp_path, {"loader": "images", "path": str(image_dir)}, tiny_clip_dir)
     report = Pipeline.from_config(config).ingest()
@@ -132,7 +132,7 @@ def test_text_query_finds_images_through_the_pipeline(tmp_path: Path, image_dir:
     np.testing.assert_allclose([h.score for h in hits], expected, atol=1e-4)
     assert list(expected) == sorted(expected, reverse=True)
 
-    from pipeline.multimodal import retrieve_by_image
+    from pipeline.serving.image_query import retrieve_by_image
 
     same = retrieve_by_image(pipe, image_dir / "nested" / "green.png", top_k=1)
     assert same[0].node.ref_doc_id == "nested/green.png" and same[0].score == pytest.approx(1.0, abs=1e-4)
@@ -141,7 +141,7 @@ def test_text_query_finds_images_through_the_pipeline(tmp_path: Path, image_dir:
 def test_image_vectors_are_cached_by_content(tmp_path: Path, image_dir: Path, tiny_clip_dir: Path) -> None:
     from PIL import Image
 
-    from pipeline.api import Pipeline
+    from pipeline.serving.pipeline import Pipeline
 
     config = _config(tmp_path, {"loader": "images", "path": str(image_dir)}, tiny_clip_dir)
     Pipeline.from_config(config).ingest()
@@ -158,8 +158,8 @@ def test_image_vectors_are_cached_by_content(tmp_path: Path, image_dir: Path, ti
 def test_image_query_finds_texts(tmp_path: Path, image_dir: Path, tiny_clip_dir: Path) -> None:
     from PIL import Image
 
-    from pipeline.api import Pipeline
-    from pipeline.multimodal import retrieve_by_image
+    from pipeline.serving.pipeline import Pipeline
+    from pipeline.serving.image_query import retrieve_by_image
     from tests.conftest import write_jsonl
 
     corpus = write_jsonl(tmp_path / "captions.jsonl", CAPTIONS)
@@ -177,7 +177,7 @@ def test_image_query_finds_texts(tmp_path: Path, image_dir: Path, tiny_clip_dir:
 def test_cli_query_image(tmp_path: Path, image_dir: Path, tiny_clip_dir: Path) -> None:
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from pipeline.serving.cli import app
 
     cfg = tmp_path / "images.yaml"
     cfg.write_text(yaml.safe_dump(_config(tmp_path, {"loader": "images", "path": str(image_dir)}, tiny_clip_dir)),
@@ -196,7 +196,7 @@ def test_cli_query_image(tmp_path: Path, image_dir: Path, tiny_clip_dir: Path) -
 
 
 def test_images_need_a_clip_embedding(tmp_path: Path, image_dir: Path, tiny_model_dir: Path) -> None:
-    from pipeline.api import Pipeline
+    from pipeline.serving.pipeline import Pipeline
 
     config = _config(tmp_path, {"loader": "images", "path": str(image_dir)}, tiny_model_dir)
     config["embedding"] = {"model": str(tiny_model_dir), "precision": "fp32"}
@@ -205,8 +205,8 @@ def test_images_need_a_clip_embedding(tmp_path: Path, image_dir: Path, tiny_mode
 
 
 def test_image_queries_refuse_text_only_retrievers(tmp_path: Path, image_dir: Path, tiny_clip_dir: Path) -> None:
-    from pipeline.api import Pipeline
-    from pipeline.multimodal import retrieve_by_image
+    from pipeline.serving.pipeline import Pipeline
+    from pipeline.serving.image_query import retrieve_by_image
 
     config = _config(tmp_path, {"loader": "images", "path": str(image_dir)}, tiny_clip_dir)
     config["retrieval"]["retrievers"].append({"type": "bm25", "name": "bm25", "tokenizer": {"name": "whitespace"}})
@@ -216,7 +216,7 @@ def test_image_queries_refuse_text_only_retrievers(tmp_path: Path, image_dir: Pa
 
 def test_clip_config_defaults_and_text_model_check(tmp_path: Path, tiny_clip_dir: Path, tiny_model_dir: Path) -> None:
     from pipeline.config import EmbeddingConfig
-    from pipeline.models import build_embedding
+    from pipeline.models.embedding import build_embedding
 
     cfg = EmbeddingConfig(provider="clip", model=str(tiny_clip_dir))
     assert cfg.query_prompt == "" and cfg.passage_prompt == ""  # no e5 prefixes for CLIP

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import EmbeddingConfig
-from pipeline.errors import ConfigError, ModelResolutionError, RagpipeError
+from pipeline.core.errors import ConfigError, ModelResolutionError, RagpipeError
 
 KEY = "sk-test-secret"
 DEFAULT_DIM = 8
@@ -103,7 +103,7 @@ def _cfg(server: FakeEmbeddingServer, **kw: Any) -> EmbeddingConfig:
 
 
 def _build(cfg: EmbeddingConfig):
-    from pipeline.models import build_embedding
+    from pipeline.models.embedding import build_embedding
 
     return build_embedding(cfg)
 
@@ -186,21 +186,21 @@ def test_missing_key_is_a_config_error_only_for_the_hosted_default(monkeypatch: 
 def test_interrupted_ingest_keeps_the_embeddings_already_paid_for(
     server: FakeEmbeddingServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline import factory
-    from pipeline.api import Pipeline
+    from pipeline.serving import pipeline as pipeline_module
+    from pipeline.serving.pipeline import Pipeline
 
     from tests.conftest import write_jsonl
 
     rows = [{"doc_id": f"d{i}", "text": f"{i}번째 문서: 잠이 오지 않을 때는 조용한 활동을 한다 {'가' * i}"} for i in range(10)]
     corpus = write_jsonl(tmp_path / "corpus.jsonl", rows)
-    build = factory.build_cached_embedding
+    build = pipeline_module.build_cached_embedding
 
     def small_chunks(*args: Any, **kwargs: Any):
         emb = build(*args, **kwargs)
         emb.chunk_size = 2  # commit every 2 texts instead of 256
         return emb
 
-    monkeypatch.setattr(factory, "build_cached_embedding", small_chunks)
+    monkeypatch.setattr(pipeline_module, "build_cached_embedding", small_chunks)
     config = {
         "index_dir": str(tmp_path / "index"),
         "data": {"loader": "jsonl", "path": str(corpus), "id_field": "doc_id"},

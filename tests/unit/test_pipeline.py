@@ -12,7 +12,7 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
 
 from pipeline import Pipeline
-from pipeline.errors import IndexMismatchError, IndexStateError, LoaderError, RetrievalError
+from pipeline.core.errors import IndexMismatchError, IndexStateError, LoaderError, RetrievalError
 from tests.conftest import TINY_DOCS, write_jsonl
 
 
@@ -38,7 +38,8 @@ def test_index_dir_layout_and_manifest(tiny_config: dict[str, Any]) -> None:
     assert {p.name for p in index.iterdir()} >= {"manifest.json", "config.yaml", "docstore.jsonl", "documents.jsonl", "retrievers"}
     manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["embedding"]["dim"] == 32
-    assert manifest["retrievers"]["bm25"]["tokenizer"]["name"] == "kiwi"
+    assert manifest["build"]["retrieval.retrievers[bm25].tokenizer.name"] == "kiwi"
+    assert manifest["build"]["chunking.splitter"] == "none" and manifest["retrievers"]["dense"] == {"type": "dense"}
     assert manifest["counts"] == {"documents": 6, "nodes": 6}
     assert "서울은" in (index / "docstore.jsonl").read_text(encoding="utf-8")  # Hangul unescaped
 
@@ -120,7 +121,7 @@ def test_other_embedding_model_or_tokenizer_is_a_mismatch(tiny_config: dict[str,
     import shutil
 
     shutil.copytree(tiny_config["embedding"]["model"], other["embedding"]["model"])
-    with pytest.raises(IndexMismatchError, match="embedding model"):
+    with pytest.raises(IndexMismatchError, match="embedding.model"):
         _pipe(other).retrieve("서울")
     other = copy.deepcopy(tiny_config)
     other["retrieval"]["retrievers"][0]["tokenizer"] = {"name": "whitespace"}
@@ -133,12 +134,12 @@ def test_failed_ingest_leaves_previous_index_unchanged(tiny_config: dict[str, An
     index = Path(tiny_config["index_dir"])
     before = {p.relative_to(index): p.read_bytes() for p in index.rglob("*") if p.is_file()}
     write_jsonl(tiny_corpus, [*TINY_DOCS, {"doc_id": "new", "title": "새", "category": "기타", "text": "새 문서이다."}])
-    from pipeline import factory
+    from pipeline.storage import index_dir
 
     def boom(*args: Any, **kwargs: Any) -> None:
-        raise KeyboardInterrupt  # killed half-way through building
+        raise KeyboardInterrupt  # killed half-way through writing
 
-    monkeypatch.setattr(factory, "persist_retriever", boom)
+    monkeypatch.setattr(index_dir, "write_docstore", boom)
     with pytest.raises(KeyboardInterrupt):
         _pipe(tiny_config).ingest()
     after = {p.relative_to(index): p.read_bytes() for p in index.rglob("*") if p.is_file()}
@@ -164,7 +165,7 @@ def test_default_config_builds_without_api_keys(monkeypatch: pytest.MonkeyPatch)
     from llama_index.core import Settings
 
     from pipeline.config import load_config
-    from pipeline.models import build_llm
+    from pipeline.models.llm import build_llm
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "default.yaml")
     assert build_llm(cfg.llm) is None

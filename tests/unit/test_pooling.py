@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import EmbeddingConfig, config_from_dict
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 TEXTS = ["서울은 수도", "김치", "기차가 역에 들어오면 승객들은 탑승한다", "부산 항구"]  # different lengths: padding
 
@@ -62,7 +62,7 @@ def _hand_pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
 
 
 def _embed(model_dir: Path, pooling: list[str] | str | None) -> np.ndarray:
-    from pipeline.models import build_embedding
+    from pipeline.models.embedding import build_embedding
 
     cfg = EmbeddingConfig(model=str(model_dir), pooling=pooling, normalize=False, precision="fp32", max_length=64,
                           batch_size=8, query_prompt="", passage_prompt="", cache=False)
@@ -83,7 +83,7 @@ def test_pooling_matches_hand_computation(plain_bert_dir: Path, pooling: list[st
 
 def test_padding_is_masked(plain_bert_dir: Path) -> None:
     """A text alone (no padding) and in a padded batch gives the same vector for mean and max."""
-    from pipeline.models import build_embedding
+    from pipeline.models.embedding import build_embedding
 
     for mode in ("mean", "max"):
         cfg = EmbeddingConfig(model=str(plain_bert_dir), pooling=mode, normalize=False, precision="fp32", max_length=64,
@@ -105,7 +105,7 @@ def test_explicit_pooling_overrides_a_sentence_transformers_model(tiny_model_dir
     """tiny_model_dir pools by mean; pooling: cls replaces it, pooling unset keeps it."""
     from sentence_transformers import SentenceTransformer
 
-    from pipeline.models import build_embedding
+    from pipeline.models.embedding import build_embedding
 
     texts = ["서울은 수도", "김치"]
     st = SentenceTransformer(str(tiny_model_dir), device="cpu")
@@ -130,20 +130,20 @@ def test_pooling_config_errors_name_the_key() -> None:
 
 
 def test_pooling_is_part_of_the_cache_key() -> None:
-    from pipeline.factory import embedding_key
+    from pipeline.models.embedding import embedding_key
 
     assert embedding_key(EmbeddingConfig(precision="fp32")) != embedding_key(EmbeddingConfig(precision="fp32", pooling="cls"))
     assert "pooling" not in embedding_key(EmbeddingConfig(precision="fp32"))  # old caches stay valid
 
 
 def test_index_built_with_other_pooling_is_refused(tmp_path: Path, tiny_config: dict, tiny_model_dir: Path) -> None:
-    from pipeline.api import Pipeline
-    from pipeline.errors import IndexMismatchError
+    from pipeline.serving.pipeline import Pipeline
+    from pipeline.core.errors import IndexMismatchError
 
     tiny_config["retrieval"]["retrievers"] = [{"type": "dense", "name": "dense", "candidate_k": 5}]
     tiny_config["embedding"]["pooling"] = "mean"
     Pipeline.from_config(tiny_config).ingest()
     assert Pipeline.from_config(tiny_config).retrieve("서울", top_k=1)
     tiny_config["embedding"]["pooling"] = "cls"  # same size, different vectors: must not load silently
-    with pytest.raises(IndexMismatchError, match=r"embedding pooling \['mean'\].*\['cls'\].*--rebuild"):
+    with pytest.raises(IndexMismatchError, match=r"embedding.pooling: the index was built with \['mean'\].*\['cls'\].*--rebuild"):
         Pipeline.from_config(tiny_config).retrieve("서울")

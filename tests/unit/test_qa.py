@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from llama_index.core.schema import Document
 
-from pipeline.errors import EvaluationError, LoaderError
-from pipeline.qa import (
+from pipeline.core.errors import EvaluationError, LoaderError
+from pipeline.ingest.qa import (
     QA_READERS,
     QASet,
     context_doc_id,

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from pipeline.errors import EvaluationError
+from pipeline.core.errors import EvaluationError
+from pipeline.core.versions import library_versions
 from pipeline.evaluation.metrics import query_metrics
 from pipeline.evaluation.report import (
     EvaluationResults,
@@ -15,14 +16,13 @@ from pipeline.evaluation.report import (
     add_paired_tests,
     build_setup_result,
     latency_summary,
-    library_versions,
     question_groups,
     render_markdown,
     render_terminal_table,
     skipped_setup,
     write_report,
 )
-from pipeline.qa import QAQuestion
+from pipeline.ingest.qa import QAQuestion
 
 QIDS = [f"q{i}" for i in range(40)]
 QTYPE = {q: (i % 3) + 1 for i, q in enumerate(QIDS)}
@@ -129,4 +129,4 @@ def test_question_groups_and_versions():
     qs = [QAQuestion("a", "질문", ["d"], metadata={"question_type": 1}), QAQuestion("b", "질문", ["d"])]
     assert question_groups(qs) == {"question_type": {"a": 1}}
     v = library_versions(["numpy", "surely-not-a-package-xyz"])
-    assert v["surely-not-a-package-xyz"] == "not installed" and v["numpy"][0].isdigit()
+    assert "surely-not-a-package-xyz" not in v and v["numpy"][0].isdigit() and v["python"][0].isdigit()

@@ -9,8 +9,8 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from pipeline.config import RerankConfig
-from pipeline.errors import ModelResolutionError, RetrievalError
-from pipeline.rerank import CrossEncoderReranker
+from pipeline.core.errors import ModelResolutionError, RetrievalError
+from pipeline.retrieval.rerank import CrossEncoderReranker
 
 WORDS = "서울 부산 대전 제주 수도 항구 과학 섬 도시 인구 바다 산 한국 의 은 는 이다".split()
 QUERY = "한국 의 수도 는"
@@ -106,10 +106,9 @@ def test_empty_and_missing_query(reranker: CrossEncoderReranker) -> None:
 
 
 def test_from_config(tiny_model: Path) -> None:
-    rr = CrossEncoderReranker.from_config(RerankConfig(model="tiny/ce", top_n=2, batch_size=4, max_length=16),
-                                          model_path=str(tiny_model))
-    assert (rr.model, rr.top_n, rr.batch_size, rr.max_length) == ("tiny/ce", 2, 4, 16)
-    assert len(rr.postprocess_nodes(_candidates(), query_str=QUERY)) == 2
+    rr = CrossEncoderReranker.from_config(RerankConfig(model="tiny/ce", batch_size=4, max_length=16), model_path=str(tiny_model))
+    assert (rr.model, rr.batch_size, rr.max_length) == ("tiny/ce", 4, 16)
+    assert len(rr.rerank(_candidates(), QUERY, top_n=2)) == 2
 
 
 def test_unloadable_model_names_it(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ import pytest
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from pipeline.api import MAX_QUERY_CHARS, Pipeline  # noqa: E402
-from pipeline.service import create_app  # noqa: E402
+from pipeline.serving.pipeline import MAX_QUERY_CHARS, Pipeline  # noqa: E402
+from pipeline.serving.service import create_app  # noqa: E402
 
 SECRET = "s3cret-key-for-tests-only"
 
@@ -269,7 +269,7 @@ def test_info_has_no_secrets(tiny_config: dict[str, Any], monkeypatch: pytest.Mo
 
 
 def test_missing_index_fails_at_startup(tiny_config: dict[str, Any], tmp_path: Path) -> None:
-    from pipeline.errors import IndexStateError
+    from pipeline.core.errors import IndexStateError
 
     p = Pipeline.from_config({**tiny_config, "index_dir": str(tmp_path / "nothing")})
     with pytest.raises(IndexStateError, match="ragpipe ingest"):

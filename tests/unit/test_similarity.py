@@ -10,15 +10,15 @@ import pytest
 import yaml
 
 from pipeline.config import EmbeddingConfig
-from pipeline.errors import ConfigError
-from pipeline.similarity import PromptKind, cosine_matrix, similarity_matrix
+from pipeline.core.errors import ConfigError
+from pipeline.models.similarity import PromptKind, cosine_matrix, similarity_matrix
 
 SENTENCES = ["잠이 오지 않을 때", "잠자리에서 일어나", "기차가 역에 들어오면", "김치는 배추"]
 
 
 @pytest.fixture(scope="module")
 def tiny_embed(tiny_model_dir: Path):
-    from pipeline.models import build_embedding
+    from pipeline.models.embedding import build_embedding
 
     return build_embedding(EmbeddingConfig(model=str(tiny_model_dir), precision="fp32", max_length=120, cache=False))
 
@@ -64,7 +64,7 @@ def test_cosine_matrix_handles_zero_rows() -> None:
 def test_cli_prints_a_table_and_json(tmp_path: Path, tiny_model_dir: Path) -> None:
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from pipeline.serving.cli import app
 
     cfg = tmp_path / "sim.yaml"
     cfg.write_text(yaml.safe_dump({"embedding": {"model": str(tiny_model_dir), "precision": "fp32", "max_length": 120},

@@ -9,8 +9,8 @@ from llama_index.core.schema import TextNode
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
 
 from pipeline.config import SparseVectorConfig, TokenizerConfig
-from pipeline.errors import IndexStateError, RetrievalError
-from pipeline.sparse import SparseVectorRetriever
+from pipeline.core.errors import IndexStateError, RetrievalError
+from pipeline.retrieval.sparse import SparseVectorRetriever
 
 CORPUS = [
     ("seoul", "서울은 대한민국의 수도이며 가장 큰 도시이다.", {"city": "서울", "topic": "geo"}),
@@ -71,9 +71,9 @@ def test_bow_binary_ignores_repeats(nodes):
 def test_filters_mask_before_top_k(nodes):
     r = SparseVectorRetriever.from_nodes(nodes, SparseVectorConfig(type="tfidf", candidate_k=1))
     eq = MetadataFilters(filters=[MetadataFilter(key="topic", value="history")])
-    assert ids(r.retrieve_with_filters("한국", eq)) == ["hangul"]
+    assert ids(r.search("한국", filters=eq)) == ["hangul"]
     isin = MetadataFilters(filters=[MetadataFilter(key="city", value=["부산"], operator=FilterOperator.IN)])
-    assert ids(r.retrieve_with_filters("한국 도시", isin)) == ["busan"]
+    assert ids(r.search("한국 도시", filters=isin)) == ["busan"]
     scoped = SparseVectorRetriever.from_nodes(nodes, SparseVectorConfig(type="bow"), filters=eq)
     assert scoped.retrieve("음식") == []
 

@@ -19,8 +19,8 @@ from llama_index.core.vector_stores.types import (
 )
 
 from pipeline.config import FaissConfig
-from pipeline.errors import ConfigError, IndexStateError
-from pipeline.stores import FaissVectorStore
+from pipeline.core.errors import ConfigError, IndexStateError
+from pipeline.storage.faiss_store import FaissVectorStore
 
 DIM = 32
 N = 300

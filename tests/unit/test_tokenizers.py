@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import TokenizerConfig
-from pipeline.errors import ConfigError, IndexMismatchError, ModelResolutionError
-from pipeline.tokenizers import (
+from pipeline.core.errors import ConfigError, ModelResolutionError
+from pipeline.retrieval.tokenizers import (
     KIWI_DEFAULT_TAGS,
     TOKENIZERS,
     build_tokenizer,
-    check_tokenizer,
     expected_spec,
     tokenizer_from_spec,
 )
@@ -165,13 +164,8 @@ def test_tags_rejected_for_non_kiwi_and_name_is_case_insensitive():
     assert tok("KIWI").name == "kiwi"
 
 
-def test_check_tokenizer_names_both_values_and_the_fix():
-    persisted = tok("kiwi").spec()
-    check_tokenizer(persisted, TokenizerConfig())  # same settings: fine
-    check_tokenizer(persisted, TokenizerConfig(tags=list(reversed(KIWI_DEFAULT_TAGS))))  # order does not matter
-    with pytest.raises(IndexMismatchError, match="tokenizer.name") as exc:
-        check_tokenizer(persisted, TokenizerConfig(name="whitespace"))
-    assert "'kiwi'" in str(exc.value) and "'whitespace'" in str(exc.value) and "ragpipe ingest --rebuild" in str(exc.value)
-    with pytest.raises(IndexMismatchError, match="tokenizer.lowercase"):
-        check_tokenizer(persisted, TokenizerConfig(lowercase=False))
+def test_expected_spec_is_order_free_and_checks_the_name_first():
+    assert expected_spec(TokenizerConfig(tags=list(reversed(KIWI_DEFAULT_TAGS)))) == expected_spec(TokenizerConfig())
+    with pytest.raises(ConfigError, match="'mecab' is not a tokenizer; use one of: kiwi, whitespace, regex, hf:"):
+        expected_spec(TokenizerConfig(name="mecab"))
     assert expected_spec(TokenizerConfig(name="regex"))["tags"] is None

@@ -1,0 +1,1 @@
+"""Ingest: documents from files and QA sets, images, chunking into nodes, passage vectors."""

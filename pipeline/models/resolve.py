@@ -1,0 +1,78 @@
+"""Model names -> local folders.
+
+A model name resolves in this order: an existing local path, the Hugging Face cache or hub
+(when reachable), then a copy prepared by ``ragpipe models prepare``. Nothing falls back to a
+hosted default: every model is named in the config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from ..config import Precision
+from ..core.errors import ModelResolutionError
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_model(name: str) -> str:
+    """Return a local directory (or path) holding ``name``'s weights, or raise listing what was tried."""
+    tried: list[str] = []
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path)
+    tried.append(f"local path {path} (does not exist)")
+
+    if "/" in name and not name.startswith((".", "/")):
+        hub = _from_hf_hub(name, tried)
+        if hub:
+            return hub
+
+    from .prepare import is_prepared, prepared_model_path
+
+    prepared = prepared_model_path(name)
+    if is_prepared(name):
+        logger.info("model %s: using prepared copy %s", name, prepared)
+        return str(prepared)
+    tried.append(f"prepared copy {prepared} (missing; run `ragpipe models prepare`)")
+    raise ModelResolutionError(f"cannot resolve model {name!r}; tried: " + "; ".join(tried), value=name)
+
+
+def _from_hf_hub(name: str, tried: list[str]) -> str | None:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover - huggingface_hub ships with sentence-transformers
+        tried.append("Hugging Face hub (huggingface_hub not installed)")
+        return None
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except Exception:
+        tried.append("Hugging Face cache (not cached)")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        tried.append("Hugging Face hub (skipped: HF_HUB_OFFLINE=1)")
+        return None
+    try:
+        return snapshot_download(name)
+    except Exception as exc:
+        tried.append(f"Hugging Face hub ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+        return None
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bf16 matrix support (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def effective_precision(precision: Precision, device: str = "cpu") -> Precision:
+    """``auto`` -> bf16 on CPUs with bf16 support, else fp32."""
+    if precision != Precision.AUTO:
+        return precision
+    if device == "cpu":
+        return Precision.BF16 if cpu_supports_bf16() else Precision.FP32
+    return Precision.FP32

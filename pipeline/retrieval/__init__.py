@@ -1,0 +1,1 @@
+"""Retrieval: filters, tokenizers, the lexical/dense retrievers, fusion, rerank and the stateless SearchPipeline."""

@@ -1,0 +1,115 @@
+"""Metadata filters: one evaluator for every retriever leg and store.
+
+Our own rather than LlamaIndex's ``build_metadata_filter_fn``: that one rejects nested filters,
+cannot match list-valued metadata with ``in`` and raises on a type mismatch.
+
+Semantics (the same on BM25, TF-IDF/BoW, FAISS and the evaluation):
+
+* a missing key matches only ``!=``, ``nin`` and ``is_empty``;
+* a value of another type never matches (``"2024" > 3`` is simply false, on every leg);
+* ``in`` / ``nin`` over list-valued metadata match when any element is (not) in the list;
+* nested ``MetadataFilters`` and the ``and`` / ``or`` / ``not`` conditions are supported.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from llama_index.core.schema import BaseNode
+from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
+
+from ..core.errors import RetrievalError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FilterSpec", "as_filters", "filter_keys", "matches", "metadata_mask"]
+
+FilterSpec = MetadataFilters | Mapping[str, Any] | None
+"""What callers may pass: ``MetadataFilters``, a plain ``{key: value}`` dict (ANDed equality; a list value
+means ``in``), or None."""
+
+
+def _in(have: Any, want: Any) -> bool:
+    return any(h in want for h in have) if isinstance(have, (list, tuple, set)) else have in want
+
+
+_OPS: dict[FilterOperator, Callable[[Any, Any], bool]] = {
+    FilterOperator.EQ: operator.eq,
+    FilterOperator.NE: operator.ne,
+    FilterOperator.GT: operator.gt,
+    FilterOperator.GTE: operator.ge,
+    FilterOperator.LT: operator.lt,
+    FilterOperator.LTE: operator.le,
+    FilterOperator.IN: _in,
+    FilterOperator.NIN: lambda h, w: not _in(h, w),
+    FilterOperator.CONTAINS: lambda h, w: w in h,
+    FilterOperator.ANY: lambda h, w: any(v in h for v in w),
+    FilterOperator.ALL: lambda h, w: all(v in h for v in w),
+    FilterOperator.TEXT_MATCH: lambda h, w: isinstance(h, str) and str(w) in h,
+    FilterOperator.TEXT_MATCH_INSENSITIVE: lambda h, w: isinstance(h, str) and str(w).lower() in h.lower(),
+}
+
+
+def as_filters(spec: FilterSpec) -> MetadataFilters | None:
+    """``MetadataFilters`` from any accepted form; an empty dict or filter list is None."""
+    if spec is None:
+        return None
+    if isinstance(spec, MetadataFilters):
+        return spec if spec.filters else None
+    if isinstance(spec, Mapping):
+        if not spec:
+            return None
+        items = []
+        for key, value in spec.items():
+            op = FilterOperator.IN if isinstance(value, (list, tuple)) else FilterOperator.EQ
+            items.append(MetadataFilter(key=str(key), value=list(value) if op == FilterOperator.IN else value, operator=op))
+        return MetadataFilters(filters=items)
+    raise RetrievalError(f"filters: expected MetadataFilters or a dict of key -> value, got {type(spec).__name__}", key="filters")
+
+
+def filter_keys(filters: MetadataFilters | None) -> set[str]:
+    """Every metadata key a filter tree names."""
+    if filters is None:
+        return set()
+    out: set[str] = set()
+    for f in filters.filters:
+        out |= filter_keys(f) if isinstance(f, MetadataFilters) else {f.key}
+    return out
+
+
+def _match_one(f: MetadataFilter, metadata: Mapping[str, Any]) -> bool:
+    op, have = FilterOperator(f.operator), metadata.get(f.key)
+    if op == FilterOperator.IS_EMPTY:
+        return have is None or have == "" or have == []
+    fn = _OPS.get(op)
+    if fn is None:
+        raise RetrievalError(f"filter {f.key}: operator {op.value!r} is not supported", key=f.key, value=op.value)
+    if have is None:
+        return op in (FilterOperator.NE, FilterOperator.NIN)
+    try:
+        return bool(fn(have, f.value))
+    except TypeError:  # e.g. '2024' > 3: a type mismatch never matches
+        return False
+
+
+def matches(filters: MetadataFilters, metadata: Mapping[str, Any]) -> bool:
+    """True when ``metadata`` passes ``filters``."""
+    hits = (matches(f, metadata) if isinstance(f, MetadataFilters) else _match_one(f, metadata) for f in filters.filters)
+    cond = filters.condition or FilterCondition.AND
+    if cond == FilterCondition.AND:
+        return all(hits)
+    if cond == FilterCondition.OR:
+        return any(hits)
+    if cond == FilterCondition.NOT:
+        return not any(hits)
+    raise RetrievalError(f"filter condition {cond!r} is not supported (and, or, not)", value=cond)
+
+
+def metadata_mask(nodes: Sequence[BaseNode], filters: MetadataFilters | None) -> np.ndarray | None:
+    """Boolean mask of ``nodes`` passing ``filters`` (None when there is nothing to filter)."""
+    if filters is None or not filters.filters:
+        return None
+    return np.fromiter((matches(filters, n.metadata) for n in nodes), dtype=bool, count=len(nodes))

@@ -1,0 +1,1 @@
+"""Serving: the Pipeline facade, query engines, the HTTP service and the CLI."""
