@@ -13,23 +13,26 @@ from ..core.errors import ConfigError
 from .schema import RETRIEVER_TYPES, Config
 
 
+def _without_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``loc`` less the discriminated-union tags pydantic puts after a list index (``[0, 'bm25', 'k1']``)."""
+    return tuple(item for i, item in enumerate(loc) if not (item in RETRIEVER_TYPES and i and isinstance(loc[i - 1], int)))
+
 
 def _format_loc(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
     """Dotted key path; list indexes become [i], and a discriminated union's tag is dropped."""
     parts: list[str] = []
-    for item in loc:
+    for item in _without_tags(loc):
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in RETRIEVER_TYPES and parts and parts[-1].startswith("["):
-            continue
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts)
 
 
 def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
+    """The raw value at a pydantic ``loc`` (union tags skipped), or None."""
     cur = raw
-    for item in loc:
+    for item in _without_tags(loc):
         try:
             cur = cur[item]
         except (KeyError, IndexError, TypeError):
@@ -52,6 +55,37 @@ def describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     return f"{loc}{shown}: {err['msg']}"
 
 
+def _key_parts(item: str, key: str) -> list[Any]:
+    """``a.b[0].c`` -> ``['a', 'b', 0, 'c']``; malformed keys raise ConfigError naming the ``--set`` item."""
+    parts: list[Any] = []
+    for part in key.strip().split("."):
+        while "[" in part:
+            name, rest = part.split("[", 1)
+            if name:
+                parts.append(name)
+            if "]" not in rest:
+                raise ConfigError(f"--set {item}: unclosed '[' in the key", key=key, value=item)
+            idx, part = rest.split("]", 1)
+            try:
+                parts.append(int(idx))
+            except ValueError:
+                raise ConfigError(f"--set {item}: list index {idx!r} is not a number", key=key, value=item) from None
+        if part:
+            parts.append(part)
+    if not parts:
+        raise ConfigError(f"--set {item}: empty key", key=key, value=item)
+    return parts
+
+
+def _yaml_value(item: str, key: str, value: str) -> Any:
+    """A ``--set`` value parsed as YAML; malformed YAML raises ConfigError naming the item."""
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(getattr(exc, "problem", None) or "cannot parse").split())
+        raise ConfigError(f"--set {item}: value is not valid YAML ({problem}); quote it to pass a string", key=key, value=value) from exc
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.path=value`` overrides (values parsed as YAML; list items as ``retrievers[0].k1``)."""
     out = copy.deepcopy(raw)
@@ -59,16 +93,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. retrieval.fusion.mode=rrf", key=item)
         key, value = item.split("=", 1)
-        parts: list[Any] = []
-        for part in key.strip().split("."):
-            while "[" in part:
-                name, rest = part.split("[", 1)
-                if name:
-                    parts.append(name)
-                idx, part = rest.split("]", 1)
-                parts.append(int(idx))
-            if part:
-                parts.append(part)
+        parts = _key_parts(item, key)
+        parsed = _yaml_value(item, key, value)
         cur: Any = out
         for i, p in enumerate(parts[:-1]):
             try:
@@ -79,7 +105,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             except (IndexError, TypeError, AttributeError) as exc:
                 raise ConfigError(f"--set {key}: no such key ({'.'.join(map(str, parts[: i + 1]))})", key=key) from exc
         try:
-            cur[parts[-1]] = yaml.safe_load(value)
+            cur[parts[-1]] = parsed
         except (IndexError, TypeError) as exc:
             raise ConfigError(f"--set {key}: no such key", key=key) from exc
     return out

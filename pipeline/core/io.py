@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import logging
@@ -79,28 +80,37 @@ def read_json(path: Path) -> Any:
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line number, object)`` for each non-blank line of a UTF-8 JSONL file.
+    """Yield ``(line number, object)`` for each non-blank line of a UTF-8 JSONL file (a leading BOM is skipped).
 
-    :raises LoaderError: the file is missing, not UTF-8, or a line is not a JSON object (names file and line).
+    :raises LoaderError: the file is missing or unreadable, a line is not UTF-8 (names line and byte offset)
+        or not a JSON object (names file and line).
     """
     path = Path(path)
-    n = 0
     try:
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise LoaderError(f"{path}: line {n}: invalid JSON ({exc.msg})", path=path, value=n) from exc
-                if not isinstance(obj, dict):
-                    raise LoaderError(f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}", path=path, value=n)
-                yield n, obj
+        fh = open(path, "rb")  # bytes, decoded line by line: a decoding error names its own line
     except FileNotFoundError as exc:
         raise LoaderError(f"{path}: file not found", path=path) from exc
-    except UnicodeDecodeError as exc:
-        raise LoaderError(f"{path}: line {n + 1}: not UTF-8 text ({exc.reason})", path=path) from exc
+    except OSError as exc:
+        raise LoaderError(f"{path}: cannot read ({exc.strerror})", path=path) from exc
+    with fh:
+        offset = 0
+        for n, raw in enumerate(fh, 1):
+            start = len(codecs.BOM_UTF8) if n == 1 and raw.startswith(codecs.BOM_UTF8) else 0
+            try:
+                line = raw[start:].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise LoaderError(f"{path}: not UTF-8 text ({exc.reason} at line {n}, byte {offset + start + exc.start})",
+                                  path=path, value=n) from exc
+            offset += len(raw)
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LoaderError(f"{path}: line {n}: invalid JSON ({exc.msg})", path=path, value=n) from exc
+            if not isinstance(obj, dict):
+                raise LoaderError(f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}", path=path, value=n)
+            yield n, obj
 
 
 def _pid_alive(pid: int) -> bool:

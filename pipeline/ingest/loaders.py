@@ -10,13 +10,14 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from llama_index.core import Document
 
 from ..core.progress import progress
 from ..config import Config, DataConfig, LoaderType
 from ..core.errors import LoaderError
+from ..core.io import iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -61,23 +62,29 @@ def _check_unique_ids(docs: list[Document], path: Path | None) -> None:
 # --------------------------------------------------------------------------- tables
 
 
-def _rows_to_documents(rows: Iterable[dict[str, Any]], data: DataConfig, source: str) -> list[Document]:
+def _rows_to_documents(rows: Iterable[tuple[str, Any]], data: DataConfig, source: str) -> list[Document]:
+    """``(where, row)`` pairs -> Documents; ``where`` (``line 3``, ``[0]``, ``row 2``) names a bad row in the error."""
     docs = []
-    for i, row in enumerate(rows):
-        where = f"{source}: row {i + 1}"
+    for label, row in rows:
+        where = f"{source}: {label}"
+        if not isinstance(row, Mapping):
+            raise LoaderError(f"{where}: expected an object with a {data.text_field!r} field, got {type(row).__name__}",
+                              path=source, value=label)
         if data.text_field not in row:
             raise LoaderError(f"{where}: missing text field {data.text_field!r} (data.text_field)", path=source, key="data.text_field")
         text = row[data.text_field]
         if not isinstance(text, str):
-            raise LoaderError(f"{where}: field {data.text_field!r} is {type(text).__name__}, not text", path=source)
-        title = str(row.get(data.title_field) or "") if data.title_field else ""
-        metadata = {k: _plain(row.get(k)) for k in data.metadata_fields if row.get(k) is not None}
+            raise LoaderError(f"{where}: field {data.text_field!r} is {type(text).__name__}, not text", path=source, key="data.text_field")
+        text = _unicode(text, where, data.text_field)
+        title = _unicode(str(_plain(row.get(data.title_field)) or ""), where, data.title_field) if data.title_field else ""
+        metadata = {k: _unicode(_plain(row.get(k)), where, k) for k in data.metadata_fields if row.get(k) is not None}
         if title:
             metadata.setdefault(data.title_field, title)
         if data.id_field:
-            if row.get(data.id_field) in (None, ""):
+            raw_id = _plain(row.get(data.id_field))
+            if raw_id in (None, ""):
                 raise LoaderError(f"{where}: missing id field {data.id_field!r} (data.id_field)", path=source, key="data.id_field")
-            doc_id = str(row[data.id_field])
+            doc_id = _unicode(str(raw_id), where, data.id_field)
         else:
             doc_id = content_id(title + "\n" + text)
         body = f"{title}\n{text}" if title else text
@@ -89,22 +96,25 @@ def _plain(value: Any) -> Any:
     """Metadata values LlamaIndex can store: str, int, float, None."""
     if isinstance(value, (str, int, float)) or value is None:
         return value
-    if hasattr(value, "item"):
+    if hasattr(value, "item") and getattr(value, "size", 1) == 1:  # numpy / pandas scalars, not arrays
         return value.item()
     return str(value)
 
 
+def _unicode(value: Any, where: str, field: str) -> Any:
+    """``value``, unless it is a string that can't be written as UTF-8 (a lone surrogate such as a JSON ``\\ud800``)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = value[exc.start]
+            raise LoaderError(f"{where}: field {field!r} has a lone surrogate {bad!r} at character {exc.start}, not valid Unicode text",
+                              key=field, value=bad) from None
+    return value
+
+
 def _read_jsonl(data: DataConfig, path: Path) -> list[Document]:
-    rows = []
-    with _open_text(path) as lines:
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise LoaderError(f"{path}: line {n}: invalid JSON ({exc.msg})", path=path) from exc
-    return _rows_to_documents(rows, data, str(path))
+    return _rows_to_documents(((f"line {n}", row) for n, row in iter_jsonl(path)), data, str(path))
 
 
 def _read_json(data: DataConfig, path: Path) -> list[Document]:
@@ -114,10 +124,11 @@ def _read_json(data: DataConfig, path: Path) -> list[Document]:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LoaderError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})", path=path) from exc
+    prefix = "data" if isinstance(obj, dict) and "data" in obj else ""
     rows = obj.get("data", obj) if isinstance(obj, dict) else obj
     if not isinstance(rows, list):
         raise LoaderError(f"{path}: expected a list of objects (or {{'data': [...]}})", path=path)
-    return _rows_to_documents(rows, data, str(path))
+    return _rows_to_documents(((f"{prefix}[{i}]", row) for i, row in enumerate(rows)), data, str(path))
 
 
 def _read_table(data: DataConfig, path: Path) -> list[Document]:
@@ -132,7 +143,12 @@ def _read_table(data: DataConfig, path: Path) -> list[Document]:
         raise LoaderError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})", path=path) from exc
     except Exception as exc:
         raise LoaderError(f"{path}: cannot read {data.loader.value} ({exc})", path=path) from exc
-    return _rows_to_documents(frame.to_dict("records"), data, str(path))
+    return _rows_to_documents(_numbered(frame.to_dict("records")), data, str(path))
+
+
+def _numbered(rows: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+    """``("row 1", first), ("row 2", second), ...``."""
+    return ((f"row {i}", row) for i, row in enumerate(rows, 1))
 
 
 class _open_text:
@@ -203,7 +219,7 @@ def _read_hf(data: DataConfig, path: Path | None) -> list[Document]:
         ) from exc
     if data.limit:
         ds = ds.select(range(min(data.limit, len(ds))))
-    return _rows_to_documents(ds, data, f"hf:{data.dataset}")
+    return _rows_to_documents(_numbered(ds), data, f"hf:{data.dataset}")
 
 
 def _read_klue(data: DataConfig, path: Path | None) -> list[Document]:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 from llama_index.core.schema import Document
 
 from ..core.errors import EvaluationError, LoaderError
+from ..core.io import iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -121,20 +122,8 @@ def _load_json(path: Path) -> Any:
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``("line N", object)`` for each non-blank line."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise LoaderError(f"{path}: line {n}: invalid JSON: {exc.msg}", path=path, value=n) from exc
-                if not isinstance(obj, dict):
-                    raise LoaderError(f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}", path=path)
-                yield f"line {n}", obj
-    except UnicodeDecodeError as exc:
-        raise LoaderError(f"{path}: not UTF-8 text ({exc.reason})", path=path) from exc
+    for n, obj in iter_jsonl(path):
+        yield f"line {n}", obj
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

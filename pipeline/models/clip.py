@@ -62,6 +62,10 @@ class ClipEmbedding(MultiModalEmbedding):
                                 show_progress_bar=False, convert_to_numpy=True)
         return np.asarray(vecs, dtype=np.float32)
 
+    def embed_bare(self, texts: List[str]) -> List[List[float]]:
+        """Text vectors with no prompt prefix."""
+        return self._encode(list(texts), text=True).tolist()
+
     def _get_query_embedding(self, query: str) -> List[float]:
         return self._encode([self.query_instruction + query], text=True)[0].tolist()
 

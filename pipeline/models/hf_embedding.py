@@ -46,6 +46,10 @@ class PrecisionHFEmbedding(HuggingFaceEmbedding):
         self._target_devices = None
         return self
 
+    def embed_bare(self, texts: List[str]) -> List[List[float]]:
+        """Vectors of ``texts`` with no prompt prefix (sentence-transformers adds nothing without a prompt name)."""
+        return self._embed(texts, prompt_name=None)
+
     def _embed(self, inputs: List[Any], prompt_name: str | None = None) -> List[List[float]]:
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self._bf16 else nullcontext()
         with torch.inference_mode(), ctx:

@@ -44,7 +44,7 @@ def build_pooled_model(path: str | Path, pooling: Sequence[PoolingMode | str] | 
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ModelResolutionError("pooling needs sentence-transformers>=5: pip install 'ragpipe[hf]'") from exc
+        raise ModelResolutionError("pooling needs sentence-transformers>=5: pip install 'sentence-transformers>=5'") from exc
     try:
         if is_sentence_transformer(path):
             model = SentenceTransformer(str(path), device=device)

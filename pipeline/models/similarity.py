@@ -51,15 +51,8 @@ def embed_sentences(embed_model: BaseEmbedding, sentences: Sequence[str], prompt
 def _embed_bare(embed_model: BaseEmbedding, texts: list[str]) -> list[list[float]]:
     """The sentences without any prefix (the passage cache is bypassed: its key includes the prompt)."""
     inner = getattr(embed_model, "inner", embed_model)
-    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-
-    if isinstance(inner, HuggingFaceEmbedding):
-        return inner._embed(texts, prompt_name=None)  # no prompt name: sentence-transformers adds nothing
-    from .clip import ClipEmbedding
-
-    if isinstance(inner, ClipEmbedding):
-        return inner._encode(texts, text=True).tolist()
-    return inner.get_text_embedding_batch(texts)  # providers without prompts (openai)
+    bare = getattr(inner, "embed_bare", None)  # our HF and CLIP embeddings; providers without prompts have none
+    return bare(texts) if callable(bare) else inner.get_text_embedding_batch(texts)
 
 
 def cosine_matrix(vectors: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from dataclasses import asdict
@@ -61,6 +62,17 @@ def _run(fn: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         typer.echo("ragpipe: interrupted; the previous index (if any) is unchanged", err=True)
         raise typer.Exit(130) from None
+
+
+def _valid_text(text: str, what: str) -> str:
+    """``text`` unchanged, or a one-line error when it holds lone surrogates (argv bytes that were not UTF-8)."""
+    bad = re.findall("[\ud800-\udfff]", text)
+    if bad:
+        from ..core.errors import RetrievalError
+
+        raise RetrievalError(f"{what}: {len(bad)} byte(s) are not UTF-8 text; set the terminal to UTF-8 "
+                             "(e.g. LANG=C.UTF-8) and type it again", key=what)
+    return text
 
 
 def _pipeline(config: Path, overrides: Optional[List[str]]) -> Any:
@@ -124,6 +136,7 @@ def query(
     """Retrieve ranked passages for a question from the persisted index."""
 
     def body() -> None:
+        _valid_text(question, "QUESTION")
         pipe = _pipeline(config, set_)
         filters = _parse_filters(filter_ or [])
         pipe.load()
@@ -306,7 +319,7 @@ def similarity(
         from ..models.similarity import PromptKind, similarity_matrix
 
         kind = PromptKind.from_str(prompt)
-        items = list(sentences or [])
+        items = [_valid_text(s, "SENTENCES") for s in sentences or []]
         if file is not None:
             try:
                 items += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]

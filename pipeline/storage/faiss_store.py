@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 INDEX_FILE, IDS_FILE, PARAMS_FILE = "index.faiss", "ids.json", "params.json"
 QUERY_TIME_FIELDS = ("ef_search", "nprobe")
-"""FAISS settings that act at search time only; every other field changes what is built."""
+"""FAISS settings that act at search time only."""
+BUILD_FIELDS = {"flat": (), "hnsw": ("hnsw_m", "ef_construction"), "ivfpq": ("nlist", "pq_m", "nbits")}
+"""Per index type, the FAISS settings that change what is built (besides ``index_type`` itself)."""
 FORMAT_VERSION = 1
 _SCALARS = (str, int, float, bool, type(None))
 

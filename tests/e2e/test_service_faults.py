@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import pytest
 import yaml
 
 from tests.conftest import REPO, TINY_DOCS
-
-httpx = pytest.importorskip("httpx")
 
 pytestmark = pytest.mark.e2e
 

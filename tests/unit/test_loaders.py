@@ -85,7 +85,7 @@ def test_bad_json_line_and_missing_field(tmp_path: Path) -> None:
     with pytest.raises(LoaderError, match=r"b\.jsonl: line 2: invalid JSON"):
         load_documents(_cfg(tmp_path, loader="jsonl", path="b.jsonl"))
     write_jsonl(tmp_path / "m.jsonl", [{"body": "서울"}])
-    with pytest.raises(LoaderError, match=r"row 1: missing text field 'text'"):
+    with pytest.raises(LoaderError, match=r"m\.jsonl: line 1: missing text field 'text'"):
         load_documents(_cfg(tmp_path, loader="jsonl", path="m.jsonl"))
 
 

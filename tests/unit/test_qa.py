@@ -48,7 +48,7 @@ def test_klue_flat_layouts_agree(tmp_path):
     jsonl = read_klue_mrc(FIX / "klue_flat.jsonl")
     (tmp_path / "rows.json").write_text(json.dumps(_flat_rows(), ensure_ascii=False), encoding="utf-8")
     as_list = read_klue_mrc(tmp_path / "rows.json")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.parquet as pq
     import pyarrow as pa
 
     pq.write_table(pa.Table.from_pylist(_flat_rows()), tmp_path / "rows.parquet")

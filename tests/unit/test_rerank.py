@@ -12,7 +12,6 @@ from pipeline.config import RerankConfig
 from pipeline.core.errors import ModelResolutionError, RetrievalError
 from pipeline.retrieval.rerank import CrossEncoderReranker
 
-WORDS = "서울 부산 대전 제주 수도 항구 과학 섬 도시 인구 바다 산 한국 의 은 는 이다".split()
 QUERY = "한국 의 수도 는"
 PASSAGES = [
     "부산 은 항구 도시 이다", "서울 은 한국 의 수도 이다", "제주 는 섬 이다", "대전 은 과학 도시 이다",
@@ -21,32 +20,8 @@ PASSAGES = [
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1-layer BERT (hidden 16, num_labels 1) with a WordLevel tokenizer, saved as a CrossEncoder folder."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {tok: i for i, tok in enumerate(specials + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=64,
-    )
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=64, num_labels=1, initializer_range=0.5,
-    )
-    path = tmp_path_factory.mktemp("tiny-ce")
-    transformers.BertForSequenceClassification(config).save_pretrained(path)
-    fast.save_pretrained(path)
-    return path
+def tiny_model(tiny_cross_encoder_dir: Path) -> Path:
+    return tiny_cross_encoder_dir
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-fastapi = pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from pipeline.serving.pipeline import MAX_QUERY_CHARS, Pipeline  # noqa: E402
-from pipeline.serving.service import create_app  # noqa: E402
+from pipeline.retrieval.search import MAX_QUERY_CHARS
+from pipeline.serving.pipeline import Pipeline
+from pipeline.serving.service import create_app
+from tests.conftest import TINY_DOCS
 
 SECRET = "s3cret-key-for-tests-only"
 
@@ -132,33 +133,41 @@ def test_upsert_then_retrieve_then_delete(client: TestClient, pipe: Pipeline) ->
 
 
 def test_queries_during_upsert_see_old_or_new(pipe: Pipeline) -> None:
-    """Queries keep being answered while an upsert rebuilds, from the old or the new index, never an error."""
+    """Queries keep being answered while an upsert rebuilds, each wholly from the old or the new index.
+
+    The old and new answer sets are disjoint, so a query that mixed the two (say new BM25, old dense)
+    would return a set that is neither and fail.
+    """
     client = TestClient(create_app(pipe, api_key=None))
-    seen: set[frozenset[str]] = set()
+    query = {"query": "한라산 제주도 도시", "top_k": 7, "filters": {"category": "여행"}}
+    old = frozenset(h["doc_id"] for h in client.post("/retrieve", json=query).json()["results"])
+    assert old == {"seoul", "train", "busan"}
+    moved = [{"doc_id": d["doc_id"], "text": d["text"], "metadata": {"category": "도시"}} for d in TINY_DOCS if d["doc_id"] in old]
+    new_docs = [*moved, {"doc_id": "jeju", "text": "제주도는 한라산과 귤로 유명한 섬이다.", "metadata": {"category": "여행"}}]
+    seen: list[frozenset[str]] = []
     errors: list[str] = []
-    served = 0
     done = threading.Event()
 
     def upsert() -> None:
         try:
-            client.post("/documents", json={"documents": [{"doc_id": "jeju", "text": "제주도는 한라산과 귤로 유명한 섬이다."}]})
+            r = client.post("/documents", json={"documents": new_docs})
+            if r.status_code != 200:
+                errors.append(r.text)
         finally:
             done.set()
 
     t = threading.Thread(target=upsert)
     t.start()
     while not done.is_set():
-        r = client.post("/retrieve", json={"query": "한라산 제주도", "top_k": 7})
+        r = client.post("/retrieve", json=query)
         if r.status_code != 200:
             errors.append(r.text)
-        seen.add(frozenset(h["doc_id"] for h in r.json()["results"]))
-        served += 1
+        seen.append(frozenset(h["doc_id"] for h in r.json()["results"]))
     t.join()
-    assert not errors and served >= 1
-    old = {"seoul", "kimchi", "sleep", "train", "photosynthesis", "busan"}
-    assert all(s and s <= old | {"jeju"} for s in seen)
-    after = client.post("/retrieve", json={"query": "한라산 제주도", "top_k": 7}).json()["results"]
-    assert after[0]["doc_id"] == "jeju"
+    seen.append(frozenset(h["doc_id"] for h in client.post("/retrieve", json=query).json()["results"]))
+    assert not errors and len(seen) >= 2
+    assert set(seen) <= {old, frozenset({"jeju"})}, set(seen) - {old, frozenset({"jeju"})}
+    assert seen[-1] == {"jeju"}
 
 
 def test_interrupted_swap_is_recovered(pipe: Pipeline) -> None:
