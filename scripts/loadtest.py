@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import sys
 import time
@@ -26,6 +25,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipeline.evaluation.report import latency_summary
 
 
 @dataclass
@@ -70,14 +71,6 @@ def load_questions(path: Path) -> list[str]:
     return found
 
 
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of an ascending list (None when empty)."""
-    if not sorted_values:
-        return None
-    rank = max(1, min(len(sorted_values), math.ceil(q / 100 * len(sorted_values))))
-    return sorted_values[rank - 1]
-
-
 async def run_level(client: Any, url: str, questions: list[str], concurrency: int, duration: float,
                     max_requests: int, top_k: int | None) -> LevelResult:
     latencies: list[float] = []
@@ -106,10 +99,10 @@ async def run_level(client: Any, url: str, questions: list[str], concurrency: in
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     seconds = time.perf_counter() - t0
-    latencies.sort()
     done = len(latencies) + sum(kinds.values())
+    summary = latency_summary([ms / 1000 for ms in latencies], percentiles=(50, 95, 99))
     return LevelResult(concurrency, done, sum(kinds.values()), round(seconds, 3), round(len(latencies) / seconds, 2) if seconds else 0.0,
-                       *(None if (p := percentile(latencies, q)) is None else round(p, 2) for q in (50, 95, 99)), dict(kinds))
+                       *(None if (p := summary[f"p{q}"]) is None else round(p, 2) for q in (50, 95, 99)), dict(kinds))
 
 
 async def main_async(args: argparse.Namespace, questions: list[str]) -> list[LevelResult]:

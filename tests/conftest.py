@@ -92,6 +92,11 @@ def tiny_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def version_dir(index: Path) -> Path:
+    """The folder of the version an index's CURRENT pointer names."""
+    return index / (index / "CURRENT").read_text(encoding="utf-8").strip()
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path

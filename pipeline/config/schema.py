@@ -284,6 +284,19 @@ class LLMConfig(_Section):
     max_tokens: int | None = Field(None, ge=1)
 
 
+# --------------------------------------------------------------------------- serving
+
+
+class ServingConfig(_Section):
+    """How a running index serves and takes writes (``ragpipe serve``, ``Pipeline``)."""
+
+    batch_wait_ms: float = Field(2.0, ge=0, le=100, description="Longest wait to gather concurrent query embeddings into one batch")
+    max_batch: int = Field(16, ge=1, le=256, description="Most query embeddings computed in one batch")
+    poll_seconds: float = Field(2.0, gt=0, description="How often the service looks for writes by other processes")
+    compact_after: int = Field(200, ge=1, description="Logged changes after which a write also writes a new full version")
+    write_lock_timeout: float = Field(600.0, gt=0, description="Seconds a writer waits for another process's writer lock")
+
+
 # --------------------------------------------------------------------------- root
 
 
@@ -296,6 +309,7 @@ class Config(_Section):
     retrieval: RetrievalConfig
     rerank: RerankConfig = Field(default_factory=RerankConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
     base_dir: str = Field(".", description="Folder relative paths resolve against (set by the loader)")
 
     def resolve_path(self, value: str | None) -> Path | None:

@@ -163,14 +163,25 @@ def recover_interrupted_swap(target: Path) -> None:
         logger.warning("restored %s from %s (a swap was interrupted)", target, old.name)
 
 
-def remove_stale_folders(target: Path) -> None:
-    """Delete temp and old folders beside ``target`` left by writers that died; one log line says so."""
-    stale = _stale(target, "tmp") + (_stale(target, "old") if Path(target).exists() else [])
+def _remove(stale: list[Path], where: Path) -> None:
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     if stale:
-        logger.warning("removed %d folder(s) left beside %s by an interrupted write: %s", len(stale), target,
+        logger.warning("removed %d folder(s) left beside %s by an interrupted write: %s", len(stale), where,
                        ", ".join(p.name for p in stale))
+
+
+def remove_stale_folders(target: Path) -> None:
+    """Delete temp and old folders beside ``target`` left by writers that died; one log line says so."""
+    _remove(_stale(target, "tmp") + (_stale(target, "old") if Path(target).exists() else []), target)
+
+
+def remove_dead_temp_folders(folder: Path) -> None:
+    """Delete every ``.<name>.tmp-<pid>-*`` folder in ``folder`` whose writer process is gone (the caller holds the
+    writer lock, so no live writer of this process is mid-write); one log line says so."""
+    stale = [p for p in Path(folder).glob(".*.tmp-*")
+             if p.is_dir() and (pid := _owner_pid(p, ".tmp-")) is not None and pid != os.getpid() and not _pid_alive(pid)]
+    _remove(stale, Path(folder))
 
 
 @contextmanager

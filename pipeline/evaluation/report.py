@@ -118,13 +118,17 @@ class ReportFiles(NamedTuple):
 # ---------------------------------------------------------------- building results
 
 
-def latency_summary(seconds: Sequence[float]) -> dict[str, float | None]:
-    """``{"p50", "p95", "mean"}`` in milliseconds plus ``"n"``; ``None`` values when empty."""
+def latency_summary(seconds: Sequence[float], percentiles: Sequence[int] = (50, 95)) -> dict[str, float | None]:
+    """``{"p50", "p95", "mean"}`` in milliseconds plus ``"n"``; ``None`` values when empty.
+
+    The one percentile function of the project (numpy's linear interpolation); the load test uses it too.
+    """
     x = np.asarray(list(seconds), dtype=float) * 1000.0
+    names = [f"p{q}" for q in percentiles]
     if x.size == 0:
-        return {"p50": None, "p95": None, "mean": None, "n": 0}
-    p50, p95 = np.percentile(x, [50, 95])
-    return {"p50": float(p50), "p95": float(p95), "mean": float(x.mean()), "n": int(x.size)}
+        return {**dict.fromkeys(names), "mean": None, "n": 0}
+    values = np.percentile(x, list(percentiles))
+    return {**{n: float(v) for n, v in zip(names, values)}, "mean": float(x.mean()), "n": int(x.size)}
 
 
 def _normalise_build(build: Mapping[str, Any] | None) -> dict[str, dict[str, float]]:

@@ -191,12 +191,15 @@ def _llamaindex_anchor(cfg: Config, legs: dict[str, Any], nodes: list[TextNode],
     from llama_index.core.retrievers import QueryFusionRetriever
     from llama_index.retrievers.bm25 import BM25Retriever as LlamaBM25
 
+    from ..retrieval.dense import DenseRetriever
+
     dense = [r for r in cfg.retrieval.retrievers if r.type == "dense"]
     if not dense:
         raise EvaluationError("anchor 'llamaindex' needs a dense retriever in its setup config")
     k = dense[0].candidate_k
     bm25 = LlamaBM25.from_defaults(nodes=nodes, similarity_top_k=k)
-    dense_leg = legs[dense[0].name]  # built with similarity_top_k = candidate_k
+    shared = legs[dense[0].name]  # shared by setups with other depths: a view with this setup's k, nothing mutated
+    dense_leg = DenseRetriever(shared.embed_model, shared.vector_store, shared.nodes_by_id, similarity_top_k=k)
     # MockLLM is never called: num_queries=1 generates no queries. use_async=False keeps the
     # thread pool out of the latency numbers of every setup run after this one.
     return QueryFusionRetriever(

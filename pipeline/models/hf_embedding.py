@@ -46,6 +46,10 @@ class PrecisionHFEmbedding(HuggingFaceEmbedding):
         self._target_devices = None
         return self
 
+    def embed_queries(self, queries: List[str]) -> List[List[float]]:
+        """Query vectors for many queries in one forward pass (the query prompt added, as for one)."""
+        return self._embed(queries, prompt_name="query")
+
     def embed_bare(self, texts: List[str]) -> List[List[float]]:
         """Vectors of ``texts`` with no prompt prefix (sentence-transformers adds nothing without a prompt name)."""
         return self._embed(texts, prompt_name=None)

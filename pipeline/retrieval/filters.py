@@ -25,7 +25,7 @@ from ..core.errors import RetrievalError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FilterSpec", "as_filters", "filter_keys", "matches", "metadata_mask"]
+__all__ = ["FilterIndex", "FilterSpec", "as_filters", "filter_keys", "matches", "metadata_mask"]
 
 FilterSpec = MetadataFilters | Mapping[str, Any] | None
 """What callers may pass: ``MetadataFilters``, a plain ``{key: value}`` dict (ANDed equality; a list value
@@ -113,3 +113,66 @@ def metadata_mask(nodes: Sequence[BaseNode], filters: MetadataFilters | None) ->
     if filters is None or not filters.filters:
         return None
     return np.fromiter((matches(filters, n.metadata) for n in nodes), dtype=bool, count=len(nodes))
+
+
+def _fast_terms(filters: MetadataFilters) -> list[tuple[str, FilterOperator, list[Any]]] | None:
+    """(key, op, values) when ``filters`` is an AND of ``==`` / ``in`` on hashable scalars, else None."""
+    if (filters.condition or FilterCondition.AND) != FilterCondition.AND:
+        return None
+    out = []
+    for f in filters.filters:
+        if isinstance(f, MetadataFilters) or FilterOperator(f.operator) not in (FilterOperator.EQ, FilterOperator.IN):
+            return None
+        values = list(f.value) if FilterOperator(f.operator) == FilterOperator.IN else [f.value]
+        if not all(isinstance(v, (str, int, float, bool)) for v in values):
+            return None
+        out.append((f.key, FilterOperator(f.operator), values))
+    return out
+
+
+class FilterIndex:
+    """Row masks for filters over a fixed list of metadata dicts (row i = item i).
+
+    The common case, ANDed ``==`` / ``in`` filters, is answered from a value -> rows map per key (built on first
+    use of the key) instead of evaluating every row in Python; anything else falls back to ``matches``.
+    Results equal ``metadata_mask`` exactly; the object is never changed after a key's map is built.
+    """
+
+    def __init__(self, items: Sequence[BaseNode] | Sequence[Mapping[str, Any]]) -> None:
+        self._metadata = [getattr(i, "metadata", i) for i in items]
+        self._maps: dict[tuple[str, bool], dict[Any, np.ndarray]] = {}
+
+    def _rows(self, key: str, listed: bool) -> dict[Any, np.ndarray]:
+        """value -> rows holding it under ``key``; ``listed`` also indexes elements of list values (for ``in``)."""
+        found = self._maps.get((key, listed))
+        if found is None:
+            acc: dict[Any, list[int]] = {}
+            for row, md in enumerate(self._metadata):
+                have = md.get(key)
+                if isinstance(have, (list, tuple, set)):
+                    if listed:
+                        for v in have:
+                            if isinstance(v, (str, int, float, bool)):
+                                acc.setdefault(v, []).append(row)
+                elif isinstance(have, (str, int, float, bool)):
+                    acc.setdefault(have, []).append(row)
+            found = {v: np.asarray(rows, dtype=np.int64) for v, rows in acc.items()}
+            self._maps[(key, listed)] = found  # one atomic assignment: concurrent builders agree
+        return found
+
+    def mask(self, filters: MetadataFilters | None) -> np.ndarray | None:
+        """Boolean mask of rows passing ``filters`` (None when there is nothing to filter)."""
+        if filters is None or not filters.filters:
+            return None
+        terms = _fast_terms(filters)
+        if terms is None:
+            return np.fromiter((matches(filters, md) for md in self._metadata), dtype=bool, count=len(self._metadata))
+        out = np.ones(len(self._metadata), dtype=bool)
+        for key, op, values in terms:
+            rows = self._rows(key, listed=op == FilterOperator.IN)
+            hit = np.zeros(len(self._metadata), dtype=bool)
+            for v in values:
+                if v in rows:
+                    hit[rows[v]] = True
+            out &= hit
+        return out

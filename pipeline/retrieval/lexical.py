@@ -1,9 +1,11 @@
 """LexicalRetriever: the shared base of BM25, TF-IDF and BoW (token-based retrievers over our tokenizers).
 
-A subclass supplies ``scores(query)`` (one score per indexed node plus a mask of nodes sharing a query
-token), ``_write_arrays`` / ``_read_arrays`` for its own files and ``kind``. The base gives everything
-else: the stateless ``search(query, top_k, filters)``, LlamaIndex's ``_retrieve``, and persistence as a
-folder of ``params.json`` (tokenizer spec + full config) and ``node_ids.json`` next to the arrays.
+The base keeps each node's tokens as ids into a growing term list, so the index can be rebuilt without
+tokenising again: ``with_changes`` tokenises only added nodes and returns a new retriever (the old one
+is never touched, so queries in flight keep a consistent view). A subclass supplies ``_index`` (its
+arrays from the token ids) and ``scores(query)``. The base gives the stateless
+``search(query, top_k, filters)``, LlamaIndex's ``_retrieve``, and persistence as a folder of
+``params.json`` (tokenizer spec + full config), ``node_ids.json``, ``terms.json`` and ``tokens.npz``.
 Only nodes with a positive score that share a query token are returned; filters mask before top-k.
 """
 
@@ -22,14 +24,16 @@ from llama_index.core.vector_stores.types import MetadataFilters
 
 from ..core.errors import IndexStateError, RetrievalError
 from ..core.io import atomic_directory, read_json, write_json_atomic
-from .filters import FilterSpec, as_filters, metadata_mask
+from .filters import FilterIndex, FilterSpec, as_filters
 from .tokenizers import Tokenizer, TokenizerSpec, build_tokenizer, tokenizer_from_spec
 
 logger = logging.getLogger(__name__)
 
 PARAMS_FILE = "params.json"
 NODE_IDS_FILE = "node_ids.json"
-FORMAT_VERSION = 1
+TERMS_FILE = "terms.json"
+TOKENS_FILE = "tokens.npz"
+FORMAT_VERSION = 2  # 2: token ids persisted; the scoring arrays are rebuilt from them on load
 
 
 class QueryScores(NamedTuple):
@@ -68,22 +72,84 @@ def check_unique_ids(nodes: Sequence[BaseNode], what: str) -> None:
         seen.add(n.node_id)
 
 
+def encode(token_lists: Sequence[Sequence[str]], terms: list[str], term_ids: dict[str, int]) -> list[np.ndarray]:
+    """Token lists -> int32 id arrays, growing ``terms`` / ``term_ids`` in place with unseen tokens."""
+    out = []
+    for tokens in token_lists:
+        ids = np.empty(len(tokens), dtype=np.int32)
+        for j, t in enumerate(tokens):
+            i = term_ids.get(t)
+            if i is None:
+                i = term_ids[t] = len(terms)
+                terms.append(t)
+            ids[j] = i
+        out.append(ids)
+    return out
+
+
 class LexicalRetriever(BaseRetriever):
-    """Token-based retrieval over ``nodes``; subclasses implement ``scores`` and their array files."""
+    """Token-based retrieval over ``nodes``; subclasses build their arrays in ``_index`` and score in ``scores``."""
 
     kind: ClassVar[str] = "lexical"
     config_class: ClassVar[type] = object
 
-    def __init__(self, nodes: Sequence[BaseNode], tokenizer: Tokenizer, cfg: Any, *, similarity_top_k: int | None = None,
-                 filters: MetadataFilters | None = None, callback_manager: CallbackManager | None = None,
-                 verbose: bool = False) -> None:
+    def __init__(self, nodes: Sequence[BaseNode], tokenizer: Tokenizer, cfg: Any, tokens: Sequence[np.ndarray], terms: list[str], *,
+                 similarity_top_k: int | None = None, filters: MetadataFilters | None = None,
+                 callback_manager: CallbackManager | None = None, verbose: bool = False) -> None:
         self._nodes = list(nodes)
         self._tokenizer = tokenizer
+        self._tokens = list(tokens)
+        self._terms = terms
+        self._term_ids = {t: i for i, t in enumerate(terms)}
         self.cfg = cfg
         self.similarity_top_k = similarity_top_k or cfg.candidate_k
         self.filters = filters
-        self.build_seconds: dict[str, float] = {}  # set by from_nodes: tokenisation and indexing times
+        self._filter_index = FilterIndex(self._nodes)
+        self.build_seconds: dict[str, float] = {}
         super().__init__(callback_manager=callback_manager, verbose=verbose)
+        t0 = time.perf_counter()
+        self._index()
+        self.build_seconds[f"{self.kind}_index"] = time.perf_counter() - t0
+
+    def _index(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def _include_metadata(cls, cfg: Any) -> Sequence[str]:
+        return getattr(cfg, "include_metadata", ())
+
+    @classmethod
+    def from_nodes(cls, nodes: Sequence[BaseNode], cfg: Any, top_k: int | None = None, show_progress: bool = False, *,
+                   tokenizer: Tokenizer | None = None, filters: MetadataFilters | None = None) -> "LexicalRetriever":
+        """Tokenise and index ``nodes`` (pass ``tokenizer`` to reuse an already built one)."""
+        check_unique_ids(nodes, cfg.type)
+        tokenizer = tokenizer or build_tokenizer(cfg.tokenizer)
+        t0 = time.perf_counter()
+        lists = tokenizer.tokenize_many([index_text(n, cls._include_metadata(cfg)) for n in nodes], show_progress=show_progress)
+        terms: list[str] = []
+        tokens = encode(lists, terms, {})
+        seconds = time.perf_counter() - t0
+        retriever = cls(nodes, tokenizer, cfg, tokens, terms, similarity_top_k=top_k, filters=filters)
+        retriever.build_seconds = {"tokenisation": seconds, **retriever.build_seconds}
+        logger.info("%s index %r: %d nodes, %d terms (tokenizer %s)", cfg.type, cfg.name, len(nodes), len(terms), tokenizer.name)
+        return retriever
+
+    def with_changes(self, remove_ids: set[str], add: Sequence[BaseNode]) -> "LexicalRetriever":
+        """A new retriever without ``remove_ids`` and with ``add`` (replacing same ids); only ``add`` is tokenised.
+
+        Statistics (document frequencies, average length) are rebuilt from the kept token ids, so the result
+        scores exactly as a retriever built from scratch over the same nodes.
+        """
+        drop = set(remove_ids) | {n.node_id for n in add}
+        keep = [i for i, n in enumerate(self._nodes) if n.node_id not in drop]
+        lists = self._tokenizer.tokenize_many([index_text(n, self._include_metadata(self.cfg)) for n in add])
+        terms, term_ids = list(self._terms), dict(self._term_ids)
+        new_tokens = encode(lists, terms, term_ids)
+        nodes = [self._nodes[i] for i in keep] + list(add)
+        if not nodes:
+            raise IndexStateError(f"{self.cfg.type} index {self.cfg.name!r} would hold no nodes")
+        return type(self)(nodes, self._tokenizer, self.cfg, [self._tokens[i] for i in keep] + new_tokens, terms,
+                          similarity_top_k=self.similarity_top_k, filters=self.filters)
 
     @property
     def tokenizer_spec(self) -> TokenizerSpec:
@@ -94,16 +160,6 @@ class LexicalRetriever(BaseRetriever):
     def nodes(self) -> list[BaseNode]:
         """Indexed nodes, in index order."""
         return list(self._nodes)
-
-    @staticmethod
-    def prepare(nodes: Sequence[BaseNode], cfg: Any, tokenizer: Tokenizer | None, include_metadata: Sequence[str] = (),
-                show_progress: bool = False) -> tuple[Tokenizer, list[list[str]], float]:
-        """Check ids, build the tokenizer and tokenise the corpus; returns (tokenizer, token lists, seconds)."""
-        check_unique_ids(nodes, cfg.type)
-        tokenizer = tokenizer or build_tokenizer(cfg.tokenizer)
-        t0 = time.perf_counter()
-        docs = tokenizer.tokenize_many([index_text(n, include_metadata) for n in nodes], show_progress=show_progress)
-        return tokenizer, docs, time.perf_counter() - t0
 
     # ----------------------------------------------------------------- search
 
@@ -125,7 +181,7 @@ class LexicalRetriever(BaseRetriever):
         text = query.query_str if isinstance(query, QueryBundle) else query
         scores, matched = self.scores(text)
         eligible = matched
-        for mask in (metadata_mask(self._nodes, self.filters), metadata_mask(self._nodes, as_filters(filters))):
+        for mask in (self._filter_index.mask(self.filters), self._filter_index.mask(as_filters(filters))):
             if mask is not None:
                 eligible = eligible & mask
         out = top_nodes(self._nodes, scores, eligible, top_k or self.similarity_top_k)
@@ -138,24 +194,18 @@ class LexicalRetriever(BaseRetriever):
 
     # ----------------------------------------------------------------- persistence
 
-    def _write_arrays(self, folder: Path) -> dict[str, Any]:  # pragma: no cover - abstract
-        """Write the subclass's files into ``folder``; return extra params to record."""
-        raise NotImplementedError
-
-    @classmethod
-    def _read_arrays(cls, folder: Path, cfg: Any, nodes: list[BaseNode]) -> dict[str, Any]:  # pragma: no cover
-        """Read the subclass's files; return the constructor's keyword arguments (besides nodes/tokenizer/cfg)."""
-        raise NotImplementedError
-
     def persist(self, persist_dir: str | Path) -> None:
-        """Write the index to ``persist_dir`` atomically (replaces what was there)."""
+        """Write node ids, terms and token ids to ``persist_dir`` atomically (replaces what was there)."""
         target = Path(persist_dir)
+        lengths = np.fromiter((len(t) for t in self._tokens), dtype=np.int64, count=len(self._tokens))
         with atomic_directory(target) as tmp:
-            extra = self._write_arrays(tmp)
+            ids = np.concatenate(self._tokens) if self._tokens else np.zeros(0, np.int32)
+            np.savez(tmp / TOKENS_FILE, ids=ids.astype(np.int32), lengths=lengths)
+            write_json_atomic(tmp / TERMS_FILE, self._terms)
             write_json_atomic(tmp / NODE_IDS_FILE, [n.node_id for n in self._nodes])
             write_json_atomic(tmp / PARAMS_FILE, {
                 "format_version": FORMAT_VERSION, "kind": self.cfg.type, "tokenizer": self.tokenizer_spec,
-                "config": self.cfg.model_dump(mode="json"), "num_docs": len(self._nodes), **extra,
+                "config": self.cfg.model_dump(mode="json"), "num_docs": len(self._nodes), "num_terms": len(self._terms),
             })
         logger.info("saved %s index %r to %s", self.cfg.type, self.cfg.name, target)
 
@@ -169,22 +219,25 @@ class LexicalRetriever(BaseRetriever):
         try:
             params = read_json(path / PARAMS_FILE)
             node_ids = read_json(path / NODE_IDS_FILE)
-        except (OSError, ValueError) as exc:
+            terms = read_json(path / TERMS_FILE)
+            with np.load(path / TOKENS_FILE, allow_pickle=False) as arrays:
+                ids, lengths = arrays["ids"], arrays["lengths"]
+        except (OSError, ValueError, KeyError) as exc:
             raise IndexStateError(f"{path}: {cls.kind} index is incomplete or corrupt ({exc}); run `ragpipe ingest --rebuild`", path=path) from exc
-        if not isinstance(params, dict) or "tokenizer" not in params or not isinstance(node_ids, list):
-            raise IndexStateError(f"{path}: {cls.kind} index files {PARAMS_FILE}/{NODE_IDS_FILE} are malformed; run `ragpipe ingest --rebuild`", path=path)
+        if not isinstance(params, dict) or "tokenizer" not in params or not isinstance(node_ids, list) or not isinstance(terms, list):
+            raise IndexStateError(f"{path}: {cls.kind} index files are malformed; run `ragpipe ingest --rebuild`", path=path)
+        if len(lengths) != len(node_ids) or int(lengths.sum()) != len(ids) or (len(ids) and int(ids.max()) >= len(terms)):
+            raise IndexStateError(f"{path}: {TOKENS_FILE} does not match {NODE_IDS_FILE} ({len(node_ids)} ids); "
+                                  "run `ragpipe ingest --rebuild`", path=path)
         missing = [i for i in node_ids if i not in nodes_by_id]
         if missing:
             raise IndexStateError(f"{path}: {len(missing)} indexed node ids are not in the docstore (first: {missing[:3]}); "
                                   "run `ragpipe ingest --rebuild`", path=path)
-        nodes = [nodes_by_id[i] for i in node_ids]
         try:
             cfg = cls.config_class.model_validate(params["config"])
-            kwargs = cls._read_arrays(path, cfg, nodes)
-        except IndexStateError:
-            raise
-        except Exception as exc:  # numpy/scipy/bm25s/pydantic raise many types for a damaged directory
-            raise IndexStateError(f"{path}: {cls.kind} index is corrupt ({type(exc).__name__}: {exc}); run `ragpipe ingest --rebuild`", path=path) from exc
+        except Exception as exc:  # pydantic: a damaged params.json
+            raise IndexStateError(f"{path}: {cls.kind} index params are corrupt ({exc}); run `ragpipe ingest --rebuild`", path=path) from exc
+        tokens = np.split(ids, np.cumsum(lengths)[:-1]) if len(lengths) else []
+        nodes = [nodes_by_id[i] for i in node_ids]
         logger.info("loaded %s index %r from %s (%d nodes)", cfg.type, cfg.name, path, len(nodes))
-        return cls(nodes=nodes, tokenizer=tokenizer_from_spec(params["tokenizer"]), cfg=cfg, similarity_top_k=top_k,
-                   filters=filters, **kwargs)
+        return cls(nodes, tokenizer_from_spec(params["tokenizer"]), cfg, tokens, terms, similarity_top_k=top_k, filters=filters)

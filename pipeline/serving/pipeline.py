@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,7 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from ..config import Config, apply_overrides, config_from_dict, load_config
-from ..core.errors import LoaderError, RetrievalError
-from ..core.io import atomic_directory, recover_interrupted_swap, sha256_text
+from ..core.errors import LoaderError
 from ..ingest.chunking import chunk_documents, chunk_token_counter
 from ..ingest.loaders import load_documents
 from ..ingest.vectors import embed_nodes
@@ -31,7 +30,10 @@ from ..retrieval.filters import FilterSpec
 from ..retrieval.rerank import build_reranker
 from ..retrieval.search import MAX_QUERY_CHARS, SearchPipeline, SearchResult
 from ..storage import index_dir
-from ..storage.snapshot import Snapshot, build_legs, open_snapshot, write_snapshot
+from ..storage.live import apply_changes, diff, open_latest, replay, to_records
+from ..storage.lock import writer_lock
+from ..storage.snapshot import Snapshot, build_legs, doc_hash, in_memory, write_version
+from ..storage.wal import append_wal, wal_path
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +54,6 @@ class IngestReport:
     new_embeddings: int
     cached_embeddings: int
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _doc_hash(doc: Any) -> str:
-    return sha256_text(doc.text + "\x00" + repr(sorted(doc.metadata.items())))
 
 
 class PipelineView(BaseRetriever):
@@ -80,8 +78,10 @@ class Pipeline:
         self._embed: BaseEmbedding | None = None
         self._reranker: Any = None
         self._snapshot: Snapshot | None = None  # immutable; replaced by reference, never changed in place
+        self._counter: Any = None  # chunk token counter (False: the model has none)
+        self._batcher: Any = None  # QueryBatcher when serving many threads (batch_queries)
         self._open_lock = threading.Lock()  # first open only: queries never take it once a snapshot is served
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # writes in this process; storage.lock covers other processes
 
     # ------------------------------------------------------------------ construction
 
@@ -112,6 +112,22 @@ class Pipeline:
             self._embed = build_cached_embedding(self.config.embedding, show_progress=self.show_progress)
         return self._embed
 
+    def batch_queries(self) -> None:
+        """Gather concurrent query embeddings into micro-batches (``serving.batch_wait_ms``, ``serving.max_batch``).
+
+        Call before the index is opened; the HTTP service does. Without a dense retriever it does nothing.
+        """
+        if self.embed_model is not None and self._batcher is None:
+            from ..models.batching import QueryBatcher
+
+            s = self.config.serving
+            self._batcher = QueryBatcher(self.embed_model, wait_ms=s.batch_wait_ms, max_batch=s.max_batch)
+
+    @property
+    def _query_model(self) -> BaseEmbedding | None:
+        """The model dense retrievers embed queries with (the batcher when enabled)."""
+        return self._batcher or self.embed_model
+
     def expected_embedding(self) -> dict[str, Any] | None:
         if not self.config.uses_dense():
             return None
@@ -122,98 +138,139 @@ class Pipeline:
                 "pooling": [p.value for p in self.config.embedding.pooling] if self.config.embedding.pooling else None,
                 "text_model": self.config.embedding.text_model}
 
-    # ------------------------------------------------------------------ ingest
+    # ------------------------------------------------------------------ writes
+
+    def _prepare(self, docs: list[Any]) -> tuple[list[Any], Any]:
+        """Documents -> (nodes, passage vectors or None): chunking in the embedding's tokens, vectors via the cache."""
+        cfg = self.config
+        if cfg.uses_dense() and self._counter is None:
+            self._counter = chunk_token_counter(cfg.embedding) or False
+        nodes = chunk_documents(docs, cfg.chunking, tokenizer=self._counter or None, show_progress=self.show_progress)
+        vectors = embed_nodes(self.embed_model, nodes, show_progress=self.show_progress) if cfg.uses_dense() else None
+        return nodes, vectors
 
     def ingest(self, rebuild: bool = False, documents: list[Any] | None = None) -> IngestReport:
-        """Load the source (or take ``documents``), build every retriever, swap the index in atomically.
+        """Bring the index in line with the source (or with ``documents``) and write a new version.
 
-        Passage vectors come from the content-hash cache, so unchanged text is never re-embedded.
+        Only added or changed documents are chunked, embedded (the cache skips known text) and tokenised;
+        removed ones are dropped. ``rebuild`` (or a missing index) builds everything from scratch. Writers
+        in other processes wait for the writer lock.
         """
-        cfg = self.config
         t0 = time.perf_counter()
-        docs = documents if documents is not None else load_documents(cfg, show_progress=self.show_progress)
+        docs = documents if documents is not None else load_documents(self.config, show_progress=self.show_progress)
         if not docs:
             raise LoaderError("no documents to index (empty corpus)")
-        seconds = {"load": time.perf_counter() - t0}
-        old_hashes = self._previous_hashes(rebuild)
-        hashes = {d.doc_id: _doc_hash(d) for d in docs}
-        added = sum(1 for k in hashes if k not in old_hashes)
-        changed = sum(1 for k, h in hashes.items() if k in old_hashes and old_hashes[k] != h)
-        removed = sum(1 for k in old_hashes if k not in hashes)
+        self._reset_counts()
+        with self._write_lock, writer_lock(self.index_path, self.config.serving.write_lock_timeout):
+            if rebuild or index_dir.read_current(self.index_path) is None:
+                snapshot = write_version(self.index_path, self.config, self._fresh(docs))
+                counts: tuple[int, ...] = (len(docs), 0, 0, 0)
+            else:
+                base = self._latest()
+                added, changed, removed, change = diff(base, docs)
+                snapshot, _ = apply_changes(base, self.config, added + changed, removed, self._prepare, self._load_reranker())
+                counts = tuple(change)
+                if snapshot is not base or base.wal_records:  # else nothing changed: nothing to write
+                    snapshot = write_version(self.index_path, self.config, snapshot)
+            self._publish(snapshot)
+        logger.info("ingested %d documents -> %d nodes into %s (%s)", len(docs), len(snapshot.nodes), self.index_path, snapshot.version)
+        return self._report(snapshot, counts, t0)
 
-        t = time.perf_counter()
-        counter = chunk_token_counter(cfg.embedding) if cfg.uses_dense() else None
-        nodes = chunk_documents(docs, cfg.chunking, tokenizer=counter, show_progress=self.show_progress)
-        seconds["chunking"] = time.perf_counter() - t
-        vectors, new, cached = None, 0, 0
-        expected = None
-        if cfg.uses_dense():
-            embed = self.embed_model
-            if hasattr(embed, "reset_counts"):
-                embed.reset_counts()
-            t = time.perf_counter()
-            vectors = embed_nodes(embed, nodes, show_progress=self.show_progress)
-            seconds["embedding"] = time.perf_counter() - t
-            new = getattr(embed, "new_embeddings", len(nodes))
-            cached = getattr(embed, "cache_hits", 0)
-            expected = self.expected_embedding()
-            expected["dim"] = int(vectors.shape[1])
+    def _fresh(self, docs: list[Any]) -> Snapshot:
+        """Everything built from scratch over ``docs`` (not yet persisted)."""
+        nodes, vectors = self._prepare(docs)
+        built = build_legs(self.config, nodes, self._query_model, vectors, show_progress=self.show_progress)
+        return in_memory(self.config, docs, nodes, {k: b.retriever for k, b in built.items()}, self._load_reranker(),
+                         self._embedding_info(vectors))
 
-        built = build_legs(cfg, nodes, self.embed_model, vectors, show_progress=self.show_progress)
-        for name, b in built.items():
-            seconds.update({f"{name}.{k}": v for k, v in b.build_seconds.items()})
-        with atomic_directory(self.index_path) as tmp:
-            write_snapshot(tmp, cfg, built, nodes, docs, expected, hashes)
-        seconds["total"] = time.perf_counter() - t0
-        if self._snapshot is not None:
-            # Serving: open the new folder fully first, then swap the reference in one step, so queries
-            # keep running on the old snapshot meanwhile and never see a half-built one.
-            self._snapshot = self._open_snapshot()
-        logger.info("ingested %d documents -> %d nodes into %s", len(docs), len(nodes), self.index_path)
-        return IngestReport(str(self.index_path), len(docs), len(nodes), added, changed, removed,
-                            len(docs) - added - changed, new, cached, seconds)
+    def _reset_counts(self) -> None:
+        if hasattr(self.embed_model, "reset_counts"):
+            self.embed_model.reset_counts()
+
+    def _report(self, snapshot: Snapshot, counts: tuple[int, ...], t0: float) -> IngestReport:
+        embed = self.embed_model
+        return IngestReport(str(self.index_path), len(snapshot.documents), len(snapshot.nodes), *counts,
+                            getattr(embed, "new_embeddings", 0), getattr(embed, "cache_hits", 0), {"total": time.perf_counter() - t0})
+
+    def _embedding_info(self, vectors: Any) -> dict[str, Any] | None:
+        info = self.expected_embedding()
+        if info is not None and vectors is not None:
+            info["dim"] = int(vectors.shape[1])
+        return info
+
+    def document_hashes(self) -> dict[str, str]:
+        """doc_id -> content hash of every served document."""
+        return {k: doc_hash(d) for k, d in self._served().documents.items()}
 
     def documents(self) -> list[Any]:
-        """The documents of the persisted index."""
-        return index_dir.read_documents(self.index_path / index_dir.DOCUMENTS)
+        """The documents of the served index (every acknowledged write included)."""
+        return list(self._served().documents.values())
 
     def upsert(self, documents: list[Any]) -> IngestReport:
-        """Add or replace documents (by doc_id) and persist before returning.
+        """Add or replace documents (by doc_id); durable (logged and fsynced) before returning.
 
-        The index is rebuilt beside the live one from the stored documents plus these (only new or
-        changed text is embedded, via the cache) and swapped in atomically: concurrent queries see
-        the old or the new index, never a mix. Upserts are serialised.
+        Only these documents are chunked, embedded and tokenised; queries see the old or the new
+        snapshot, never a mix. A first write to an empty index builds it.
         """
-        with self._write_lock:
-            current = {d.doc_id: d for d in self._current_documents()}
-            current.update({d.doc_id: d for d in documents})
-            return self.ingest(documents=list(current.values()))
+        return self._change(list(documents), [])
 
     def delete(self, doc_ids: list[str]) -> IngestReport:
-        """Remove documents by id (unknown ids raise RetrievalError) and persist before returning."""
+        """Remove documents by id (unknown ids raise RetrievalError); durable before returning."""
+        return self._change([], list(doc_ids))
+
+    def _change(self, upserts: list[Any], deletes: list[str]) -> IngestReport:
+        t0 = time.perf_counter()
+        self._reset_counts()
+        with self._write_lock, writer_lock(self.index_path, self.config.serving.write_lock_timeout):
+            if index_dir.read_current(self.index_path) is None and upserts and not deletes:
+                new = write_version(self.index_path, self.config, self._fresh(upserts))
+                self._publish(new)
+                return self._report(new, (len(upserts), 0, 0, 0), t0)
+            base = self._latest()
+            new, change = apply_changes(base, self.config, upserts, deletes, self._prepare, self._load_reranker())
+            if new is not base:  # log first (the acknowledgement), then serve
+                end = append_wal(wal_path(self.index_path, str(base.version)), to_records(upserts, deletes))
+                new = replace(new, wal_end=end, wal_records=base.wal_records + 1)
+                if new.wal_records >= self.config.serving.compact_after:
+                    new = write_version(self.index_path, self.config, new)
+            self._publish(new)
+        return self._report(new, tuple(change), t0)
+
+    def compact(self) -> str:
+        """Write the served state (version + log) as a new version with an empty log; returns its name."""
+        with self._write_lock, writer_lock(self.index_path, self.config.serving.write_lock_timeout):
+            snapshot = write_version(self.index_path, self.config, self._latest())
+            self._publish(snapshot)
+        return str(snapshot.version)
+
+    def refresh(self) -> bool:
+        """Follow writes made by other processes (a new version, or new log records); True when it changed.
+
+        Cheap when nothing changed (two small reads). A running service calls it on a timer and on ``/health``.
+        """
+        served = self._snapshot
+        if served is None:
+            return False
+        current = index_dir.read_current(self.index_path)
+        log = wal_path(self.index_path, str(current))
+        if current == served.version and (log.stat().st_size if log.exists() else 0) <= served.wal_end:
+            return False
         with self._write_lock:
-            current = {d.doc_id: d for d in self._current_documents()}
-            missing = [i for i in doc_ids if i not in current]
-            if missing:
-                raise RetrievalError(f"unknown document id(s): {', '.join(missing)}", key="doc_id", value=missing)
-            if set(doc_ids) >= set(current):
-                raise RetrievalError("refusing to delete every document: an index needs at least one", key="doc_id")
-            return self.ingest(documents=[d for k, d in current.items() if k not in set(doc_ids)])
+            latest = self._latest()
+            changed = latest is not self._snapshot
+            self._publish(latest)
+        return changed
 
-    def _current_documents(self) -> list[Any]:
-        recover_interrupted_swap(self.index_path)
-        if (self.index_path / index_dir.MANIFEST).exists():
-            return self.documents()
-        return []
+    def _latest(self) -> Snapshot:
+        """The served snapshot brought up to date with the persisted index (the caller holds ``_write_lock``)."""
+        served = self._snapshot
+        if served is not None and index_dir.read_current(self.index_path) == served.version:
+            return replay(served, self.config, self.index_path, self._prepare, self._load_reranker())
+        return open_latest(self.index_path, self.config, self._query_model, self._prepare, self._load_reranker())
 
-    def _previous_hashes(self, rebuild: bool) -> dict[str, str]:
-        recover_interrupted_swap(self.index_path)
-        if rebuild or not (self.index_path / index_dir.MANIFEST).exists():
-            return {}
-        try:
-            return index_dir.read_manifest(self.index_path).doc_hashes
-        except Exception:  # a corrupt old index is simply replaced
-            return {}
+    def _publish(self, snapshot: Snapshot) -> None:
+        """Serve ``snapshot`` from now on (one reference assignment: queries in flight keep theirs)."""
+        self._snapshot = snapshot
 
     # ------------------------------------------------------------------ load / query
 
@@ -226,8 +283,7 @@ class Pipeline:
         if snapshot is None:
             with self._open_lock:
                 if self._snapshot is None:
-                    recover_interrupted_swap(self.index_path)
-                    opened = self._open_snapshot()
+                    opened = open_latest(self.index_path, self.config, self._query_model, self._prepare, self._load_reranker())
                     self._warm_up(opened.search)
                     self._snapshot = opened
                 snapshot = self._snapshot
@@ -239,10 +295,6 @@ class Pipeline:
         t0 = time.perf_counter()
         search.run("준비 운동")
         logger.debug("warm-up query took %.2f s", time.perf_counter() - t0)
-
-    def _open_snapshot(self) -> Snapshot:
-        """Read the persisted folder into a complete, new snapshot (touches no live state)."""
-        return open_snapshot(self.index_path, self.config, self.embed_model, self._load_reranker())
 
     def _load_reranker(self) -> Any:
         if self._reranker is None:
@@ -290,6 +342,8 @@ class Pipeline:
 
     def info(self) -> dict[str, Any]:
         """Model, index size and config fingerprint (no secrets)."""
-        m = self._served().manifest
-        return {"name": self.config.name, "index_dir": str(self.index_path), "counts": m.counts, "embedding": m.embedding,
-                "retrievers": list(m.retrievers), "config_sha256": m.config_sha256, "created_at": m.created_at}
+        snap = self._served()
+        m = snap.manifest
+        return {"name": self.config.name, "index_dir": str(self.index_path), "version": snap.version, "logged_changes": snap.wal_records,
+                "counts": {"documents": len(snap.documents), "nodes": len(snap.nodes)}, "embedding": snap.embedding,
+                "retrievers": list(snap.legs), "config_sha256": m.config_sha256 if m else None, "created_at": m.created_at if m else None}

@@ -2,15 +2,18 @@
 
     POST   /retrieve             {query, top_k?, filters?}         ranked passages
     POST   /query                {query, top_k?, filters?, stream?} answer + sources (SSE when stream)
-    POST   /documents            {documents: [{doc_id, text, metadata?}]}  upsert, persisted before the reply
-    DELETE /documents/{doc_id}                                      delete, persisted before the reply
+    POST   /documents            {documents: [{doc_id, text, metadata?}]}  upsert, logged (fsync) before the reply
+    DELETE /documents            {doc_ids: [...]}                  delete, logged before the reply
+    DELETE /documents/{doc_id}   (ids may contain slashes)          delete one
+    GET    /documents?offset&limit                                  ids and content hashes, paged
     GET    /health                                                  liveness (never needs a key)
     GET    /info                                                    model, index size, config fingerprint
     GET    /docs, /openapi.json                                     OpenAPI
 
-Endpoints are sync functions, so FastAPI runs the CPU-bound retrieval in its threadpool and the
-event loop stays free. Upserts rebuild beside the live index and swap it in atomically; queries are
-served meanwhile from the old index. Set ``RAGPIPE_API_KEY`` to require ``X-API-Key: KEY`` or
+Endpoints are sync functions, so FastAPI runs retrieval in its threadpool, in parallel and without a
+lock; concurrent query embeddings share micro-batches. A write changes only the documents it names,
+is logged before the reply, and is served as a new snapshot swapped in by reference; queries in flight
+finish on the old one. Writes by other processes (``ragpipe ingest``) are picked up by polling. Set ``RAGPIPE_API_KEY`` to require ``X-API-Key: KEY`` or
 ``Authorization: Bearer KEY`` on everything except ``/health`` and the OpenAPI pages.
 """
 
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -81,6 +84,10 @@ class DocumentIn(_Request):
         if not value.strip():
             raise ValueError("text is empty")
         return value
+
+
+class DeleteRequest(_Request):
+    doc_ids: list[StrictStr] = Field(..., min_length=1, max_length=MAX_DOCUMENTS_PER_REQUEST, description="Documents to remove")
 
 
 class UpsertRequest(_Request):
@@ -210,6 +217,7 @@ def create_app(pipeline: Pipeline, *, llm: Any = _FROM_CONFIG, api_key: str | No
 
     disable_progress()
     pipeline.show_progress = False
+    pipeline.batch_queries()
     pipeline.load()
     if llm is _FROM_CONFIG:
         llm = build_llm(pipeline.config.llm)
@@ -244,7 +252,12 @@ def create_app(pipeline: Pipeline, *, llm: Any = _FROM_CONFIG, api_key: str | No
 
     @app.get("/health", tags=["service"])
     def health() -> dict[str, Any]:
-        """Liveness: the process is up and an index is loaded. Needs no key."""
+        """Liveness: the process is up and an index is loaded; follows writes by other processes. Needs no key."""
+        try:
+            pipeline.refresh()
+        except RagpipeError as exc:  # keep serving the last good snapshot, and say why
+            logger.error("could not follow the index on disk: %s", exc)
+            return {"status": "degraded", "index_loaded": pipeline.loaded, "detail": str(exc)}
         return {"status": "ok", "index_loaded": pipeline.loaded}
 
     @app.get("/info", tags=["service"], dependencies=[auth])
@@ -310,19 +323,35 @@ def create_app(pipeline: Pipeline, *, llm: Any = _FROM_CONFIG, api_key: str | No
         logger.info("upserted %d documents (index now %d documents)", len(docs), report.documents)
         return {"upserted": [d.doc_id for d in req.documents], "report": asdict(report)}
 
-    @app.delete("/documents/{doc_id}", tags=["documents"], dependencies=[auth])
-    def delete(doc_id: str) -> dict[str, Any]:
-        """Remove one document; persisted (atomic swap) before the reply. Unknown id: 404."""
+    @app.get("/documents", tags=["documents"], dependencies=[auth])
+    def list_documents(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=MAX_DOCUMENTS_PER_REQUEST)) -> dict[str, Any]:
+        """Document ids and content hashes, sorted by id and paged, so an app can sync its copy."""
+        page = pipeline.document_hashes()
+        ids = sorted(page)
+        return {"total": len(ids), "offset": offset,
+                "documents": [{"doc_id": i, "sha256": page[i]} for i in ids[offset : offset + limit]]}
+
+    def _delete(ids: list[str]) -> dict[str, Any]:
         from dataclasses import asdict
 
         try:
-            report = pipeline.delete([doc_id])
+            report = pipeline.delete(ids)
         except RetrievalError as exc:
             if str(exc).startswith("refusing"):
                 raise HTTPException(status_code=409, detail=str(exc)) from exc
             raise
-        logger.info("deleted document (index now %d documents)", report.documents)
-        return {"deleted": doc_id, "report": asdict(report)}
+        logger.info("deleted %d document(s) (index now %d documents)", len(ids), report.documents)
+        return {"deleted": ids, "report": asdict(report)}
+
+    @app.delete("/documents", tags=["documents"], dependencies=[auth])
+    def delete_many(req: DeleteRequest) -> dict[str, Any]:
+        """Remove documents by id, all or none; persisted before the reply. An unknown id: 404."""
+        return _delete(req.doc_ids)
+
+    @app.delete("/documents/{doc_id:path}", tags=["documents"], dependencies=[auth])
+    def delete(doc_id: str) -> dict[str, Any]:
+        """Remove one document (ids with slashes, like ``hr/welfare.md``, work as they are); persisted before the reply."""
+        return _delete([doc_id])
 
     return app
 
@@ -336,7 +365,24 @@ def serve(config: str | Path, overrides: list[str] | None = None, host: str = "1
         raise ConfigError("ragpipe serve needs uvicorn: pip install uvicorn fastapi") from exc
     pipeline = Pipeline.from_config(config, overrides or [], show_progress=False)
     app = create_app(pipeline)
+    _follow(pipeline)
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(API_KEY_ENV):
         logger.warning("serving on %s without an API key; set %s to require one", host, API_KEY_ENV)
     logger.info("serving %s (%s) on http://%s:%d (docs at /docs)", pipeline.config.name, pipeline.index_path, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+
+
+def _follow(pipeline: Pipeline) -> None:
+    """Poll the index folder every ``serving.poll_seconds`` for writes by other processes (a daemon thread)."""
+    import threading
+
+    def loop() -> None:
+        while True:
+            time.sleep(pipeline.config.serving.poll_seconds)
+            try:
+                if pipeline.refresh():
+                    logger.info("now serving %s", pipeline.info().get("version"))
+            except Exception as exc:  # noqa: BLE001 - keep serving the last good snapshot
+                logger.error("could not follow the index on disk: %s", exc)
+
+    threading.Thread(target=loop, name="ragpipe-index-follower", daemon=True).start()

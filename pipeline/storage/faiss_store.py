@@ -25,7 +25,7 @@ from llama_index.core.vector_stores.types import (
 from ..core.io import atomic_directory, read_json, write_json_atomic
 from ..config import FaissConfig, FaissIndexType
 from ..core.errors import ConfigError, IndexStateError, RetrievalError
-from ..retrieval.filters import matches
+from ..retrieval.filters import FilterIndex, matches
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class FaissVectorStore(BasePydanticVectorStore):
     _pending: dict[int, np.ndarray] = PrivateAttr(default_factory=dict)  # ivfpq before training
     _next_row: int = PrivateAttr(default=0)
     _nlist: int | None = PrivateAttr(default=None)
+    _filter_index: Any = PrivateAttr(default=None)  # (row ids, FilterIndex), rebuilt after a change
 
     def __init__(self, config: FaissConfig | None = None, dim: int = 0, normalize: bool = True) -> None:
         config = config or FaissConfig()
@@ -185,6 +186,7 @@ class FaissVectorStore(BasePydanticVectorStore):
         if x.ndim != 2 or x.shape[1] != self.dim or x.shape[0] != len(nodes):
             raise IndexStateError(f"vectors of shape {x.shape} for {len(nodes)} nodes; the store holds dim {self.dim}")
         self.delete_nodes([n.node_id for n in nodes if n.node_id in self._row_of])
+        self._filter_index = None
         rows = np.arange(self._next_row, self._next_row + len(nodes), dtype=np.int64)
         for row, node in zip(rows.tolist(), nodes):
             self._rows[row] = {"node_id": node.node_id, "ref_doc_id": node.ref_doc_id,
@@ -218,6 +220,7 @@ class FaissVectorStore(BasePydanticVectorStore):
     def _drop_rows(self, rows: list[int]) -> None:
         if not rows:
             return
+        self._filter_index = None
         for row in rows:
             self._row_of.pop(self._rows.pop(row)["node_id"], None)
             self._pending.pop(row, None)
@@ -233,14 +236,32 @@ class FaissVectorStore(BasePydanticVectorStore):
         """Rows the query may return, or None for 'every live row' (no restriction)."""
         if not (query.filters and query.filters.filters) and not query.doc_ids and not query.node_ids:
             return None
-        docs = set(query.doc_ids or [])
-        nodes = set(query.node_ids or [])
-        return [
-            r for r, rec in self._rows.items()
-            if (not docs or rec["ref_doc_id"] in docs)
-            and (not nodes or rec["node_id"] in nodes)
-            and (not query.filters or matches(query.filters, rec["metadata"]))
-        ]
+        cached = self._filter_index
+        if cached is None:
+            rows = np.fromiter(self._rows, dtype=np.int64, count=len(self._rows))
+            cached = self._filter_index = (rows, FilterIndex([rec["metadata"] for rec in self._rows.values()]))
+        rows, index = cached
+        mask = index.mask(query.filters)
+        allowed = rows if mask is None else rows[mask]
+        if query.doc_ids or query.node_ids:
+            docs, nodes = set(query.doc_ids or []), set(query.node_ids or [])
+            allowed = [r for r in allowed.tolist() if (not docs or self._rows[r]["ref_doc_id"] in docs)
+                       and (not nodes or self._rows[r]["node_id"] in nodes)]
+        return list(allowed)
+
+    def copy(self) -> FaissVectorStore:
+        """An independent copy (the FAISS index cloned), for copy-on-write updates while this one serves queries."""
+        faiss = _faiss()
+        if self._pending:
+            self.train()
+        other = type(self)(self.config, dim=self.dim, normalize=self.normalize)
+        other._index = faiss.clone_index(self._index) if self._index is not None else None
+        other._rows = {r: dict(rec) for r, rec in self._rows.items()}
+        other._row_of = dict(self._row_of)
+        other._tombstones = set(self._tombstones)
+        other._next_row = self._next_row
+        other._nlist = self._nlist
+        return other
 
     def _search(self, q: np.ndarray, k: int, allowed: list[int] | None, exhaustive: bool) -> list[tuple[int, float]]:
         faiss, cfg = _faiss(), self.config

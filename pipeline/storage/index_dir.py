@@ -1,22 +1,28 @@
-"""One index directory: manifest, config snapshot, docstore, one sub-folder per retriever.
+"""One index directory: versioned snapshot folders, a ``CURRENT`` pointer, a write-ahead log per version.
 
 ```
 <index_dir>/
-  manifest.json     written last; a folder without it is incomplete and refused
-  config.yaml       resolved config snapshot (no secrets: keys are only env var names)
-  docstore.jsonl    node_id, doc_id, text, metadata (UTF-8)
-  documents.jsonl   the source documents as ingested (upserts and deletes rebuild from them)
-  retrievers/<name>/ bm25s arrays, sparse matrices or FAISS index, each with its params
+  CURRENT             the name of the current version, replaced atomically
+  .writer.lock        the cross-process writer lock (storage.lock)
+  v000007/            one complete snapshot, never changed after it is written:
+    manifest.json       written last; a folder without it is incomplete and refused
+    config.yaml         resolved config snapshot (no secrets: keys are only env var names)
+    docstore.jsonl      node_id, doc_id, text, metadata (UTF-8)
+    documents.jsonl     the source documents (upserts and deletes start from them)
+    retrievers/<name>/  token ids (lexical) or the FAISS index, each with its params
+  v000007.wal         changes acknowledged since v000007 was written (storage.wal)
 ```
-The whole folder is built beside the target and swapped in with one rename, so a killed
-ingest leaves the previous index exactly as it was. ``manifest.json`` records, under ``build``,
-every setting that decides what was built (``storage.integrity`` compares them on load).
+A version is built in a temp folder and renamed into place; then ``CURRENT`` is replaced. A reader
+opens whole versions only and never moves or repairs files. ``manifest.json`` records, under
+``build``, every setting that decides what was built (``storage.integrity`` compares them on load).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +38,10 @@ from ..config import Config
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: every build-deciding setting recorded under "build"
+SCHEMA_VERSION = 3  # 2: build settings recorded under "build"; 3: versioned folders + write-ahead log
 MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+_VERSION = re.compile(r"^v\d{6}$")
 DOCSTORE = "docstore.jsonl"
 DOCUMENTS = "documents.jsonl"
 
@@ -129,3 +137,53 @@ def read_manifest(folder: Path) -> Manifest:
         return Manifest(**raw)
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise IndexStateError(f"{path}: corrupt manifest ({exc}); re-run `ragpipe ingest --rebuild`", path=path) from exc
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def read_current(folder: Path) -> str | None:
+    """The current version's name, or None when no version was ever written here.
+
+    :raises IndexStateError: the folder holds an index of the older single-folder format, or a bad pointer.
+    """
+    folder = Path(folder)
+    try:
+        name = (folder / CURRENT).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        if (folder / MANIFEST).exists():
+            raise IndexStateError(f"{folder}: index written by an older ragpipe (single folder, no {CURRENT}); "
+                                  "run `ragpipe ingest --rebuild`", path=folder) from None
+        return None
+    if not _VERSION.match(name):
+        raise IndexStateError(f"{folder / CURRENT}: {name!r} is not a version name; run `ragpipe ingest --rebuild`", path=folder)
+    return name
+
+
+def require_current(folder: Path) -> str:
+    """The current version's name; a clear ``IndexStateError`` when there is no index."""
+    current = read_current(folder)
+    if current is None:
+        raise IndexStateError(f"{folder}: no index here; run `ragpipe ingest -c CONFIG` first", path=folder)
+    return current
+
+
+def write_current(folder: Path, version: str) -> None:
+    write_text_atomic(Path(folder) / CURRENT, version + "\n")
+
+
+def next_version(folder: Path) -> str:
+    """The name after the highest complete version in ``folder`` (``v000001`` for an empty folder)."""
+    numbers = [int(p.name[1:]) for p in Path(folder).glob("v*") if _VERSION.match(p.name) and p.is_dir()]
+    return f"v{max(numbers, default=0) + 1:06d}"
+
+
+def prune_versions(folder: Path, keep: set[str]) -> None:
+    """Delete version folders and logs not in ``keep`` (a reader that still opens one retries on CURRENT)."""
+    for p in Path(folder).iterdir():
+        stem = p.name[: -len(".wal")] if p.name.endswith(".wal") else p.name
+        if _VERSION.match(stem) and stem not in keep:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)

@@ -1,6 +1,8 @@
 """Retriever registry: one entry per ``type`` says how to build, persist, load and describe it.
 
-Adding a retriever type is one module (the retriever) plus one entry here. ``describe`` gives the
+Adding a retriever type is one module (the retriever) plus one entry here. ``update`` returns a new
+retriever with nodes removed and added (only the added ones are tokenised or embedded); the old one
+keeps serving queries until the new snapshot replaces it. ``describe`` gives the
 settings that decide what is built (persisted in the manifest and compared on load); the rest act at
 search time only (``name``, ``candidate_k``, ``weight``, FAISS ``ef_search`` / ``nprobe``) and may
 change without a rebuild.
@@ -35,9 +37,10 @@ class BuiltRetriever:
 
 @dataclass(frozen=True)
 class RetrieverKind:
-    """How one retriever type is built, persisted, loaded and described."""
+    """How one retriever type is built, updated (copy-on-write), persisted, loaded and described."""
 
     build: Callable[[Any, list[TextNode], BaseEmbedding | None, np.ndarray | None, bool], Any]
+    update: Callable[[Any, set[str], list[TextNode], np.ndarray | None, Mapping[str, BaseNode]], Any]
     load: Callable[[Any, Path, Mapping[str, BaseNode], BaseEmbedding | None], Any]
     persist: Callable[[Any, Path], None]
     needs_vectors: bool = False
@@ -97,6 +100,10 @@ def _load_sparse(rcfg: Any, folder: Path, nodes_by_id: Mapping[str, BaseNode], e
     return SparseVectorRetriever.from_persist_dir(folder, nodes_by_id, top_k=rcfg.candidate_k)
 
 
+def _update_lexical(leg: Any, remove: set[str], add: list[TextNode], vectors: Any, nodes_by_id: Mapping[str, BaseNode]) -> Any:
+    return leg.with_changes(remove, add)
+
+
 def _persist_own(retriever: Any, folder: Path) -> None:
     retriever.persist(folder)
 
@@ -115,6 +122,16 @@ def _build_dense(rcfg: Any, nodes: list[TextNode], embed: BaseEmbedding | None, 
     return DenseRetriever(embed, store, {n.node_id: n for n in nodes}, similarity_top_k=rcfg.candidate_k)
 
 
+def _update_dense(leg: Any, remove: set[str], add: list[TextNode], vectors: np.ndarray | None, nodes_by_id: Mapping[str, BaseNode]) -> Any:
+    from ..retrieval.dense import DenseRetriever
+
+    store = leg.vector_store.copy()
+    store.delete_nodes(sorted(remove))
+    if add:
+        store.add_vectors(add, vectors)
+    return DenseRetriever(leg.embed_model, store, nodes_by_id, similarity_top_k=leg.similarity_top_k, filters=leg.filters)
+
+
 def _load_dense(rcfg: Any, folder: Path, nodes_by_id: Mapping[str, BaseNode], embed: BaseEmbedding | None) -> Any:
     from ..retrieval.dense import DenseRetriever
     from .faiss_store import FaissVectorStore
@@ -128,10 +145,10 @@ def _persist_dense(retriever: Any, folder: Path) -> None:
 
 
 REGISTRY: dict[str, RetrieverKind] = {
-    "bm25": RetrieverKind(_build_bm25, _load_bm25, _persist_own),
-    "tfidf": RetrieverKind(_build_sparse, _load_sparse, _persist_own),
-    "bow": RetrieverKind(_build_sparse, _load_sparse, _persist_own),
-    "dense": RetrieverKind(_build_dense, _load_dense, _persist_dense, needs_vectors=True),
+    "bm25": RetrieverKind(_build_bm25, _update_lexical, _load_bm25, _persist_own),
+    "tfidf": RetrieverKind(_build_sparse, _update_lexical, _load_sparse, _persist_own),
+    "bow": RetrieverKind(_build_sparse, _update_lexical, _load_sparse, _persist_own),
+    "dense": RetrieverKind(_build_dense, _update_dense, _load_dense, _persist_dense, needs_vectors=True),
 }
 
 

@@ -1,15 +1,15 @@
 """Snapshots: an index opened (or built in memory) as an immutable set of retrievers behind one ``SearchPipeline``.
 
 The same ``assemble`` turns retriever legs into the searched stack whether they were loaded from an
-index folder (``open_snapshot``: CLI, ``Pipeline``, HTTP service) or built in memory (``build_legs``:
-evaluation), so every door runs the same fusion, rerank depth and validation. A new snapshot is
-built beside the served one and swapped in by reference; nothing in a snapshot changes after that.
+index version (CLI, ``Pipeline``, HTTP service) or built in memory (evaluation), so every door runs
+the same fusion, rerank depth and validation. A changed snapshot is always a new object built beside
+the served one and swapped in by reference; nothing in a snapshot changes after that.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +18,8 @@ from llama_index.core.embeddings import BaseEmbedding
 from llama_index.core.schema import TextNode
 
 from ..config import Config
+from ..core.errors import IndexStateError
+from ..core.io import atomic_directory, sha256_text
 from ..retrieval.fusion import FusionRetriever, RetrieverEntry
 from ..retrieval.search import SearchPipeline
 from . import index_dir
@@ -29,14 +31,36 @@ logger = logging.getLogger(__name__)
 RETRIEVERS_DIR = "retrievers"
 
 
+def doc_hash(doc: Any) -> str:
+    """Content identity of a document: its text and metadata."""
+    return sha256_text(doc.text + "\x00" + repr(sorted(doc.metadata.items())))
+
+
+def group_nodes(nodes: Mapping[str, TextNode]) -> dict[str, tuple[str, ...]]:
+    """doc_id -> its node ids, in node order."""
+    out: dict[str, list[str]] = {}
+    for node_id, node in nodes.items():
+        out.setdefault(node.ref_doc_id or node_id, []).append(node_id)
+    return {k: tuple(v) for k, v in out.items()}
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """One consistent view of an index: its nodes, its retriever legs and the stack that searches them."""
+    """One consistent view of an index: documents, nodes, retriever legs and the stack that searches them.
+
+    ``version`` and ``wal_end`` say which persisted version and how much of its write-ahead log it holds.
+    """
 
     search: SearchPipeline
     nodes: Mapping[str, TextNode]
     legs: Mapping[str, Any]
+    documents: Mapping[str, Any] = field(default_factory=dict)
+    doc_nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    version: str | None = None
+    wal_end: int = 0
+    wal_records: int = 0
     manifest: index_dir.Manifest | None = None
+    embedding: dict[str, Any] | None = None
 
 
 def assemble(cfg: Config, legs: Mapping[str, Any], reranker: Any = None) -> SearchPipeline:
@@ -61,27 +85,53 @@ def build_legs(cfg: Config, nodes: list[TextNode], embed_model: BaseEmbedding | 
             for r in cfg.retrieval.retrievers}
 
 
-def write_snapshot(folder: Path, cfg: Config, built: Mapping[str, BuiltRetriever], nodes: list[TextNode], documents: list[Any],
-                   embedding: dict[str, Any] | None, doc_hashes: dict[str, str]) -> index_dir.Manifest:
-    """Write a complete index into ``folder`` (a fresh temp folder); the manifest goes last."""
+def in_memory(cfg: Config, documents: list[Any], nodes: list[TextNode], legs: Mapping[str, Any], reranker: Any = None,
+              embedding: dict[str, Any] | None = None) -> Snapshot:
+    """A snapshot of freshly built legs (not yet persisted)."""
+    by_id = {n.node_id: n for n in nodes}
+    return Snapshot(assemble(cfg, legs, reranker), by_id, dict(legs), {d.doc_id: d for d in documents}, group_nodes(by_id),
+                    embedding=embedding)
+
+
+def write_version(folder: Path, cfg: Config, snapshot: Snapshot) -> Snapshot:
+    """Persist ``snapshot`` as the next version, point ``CURRENT`` at it, drop all but the previous version.
+
+    The caller holds the writer lock. Returns the snapshot tagged with its version and an empty log.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        previous = index_dir.read_current(folder)
+    except IndexStateError:  # a rebuild over a damaged or older index: nothing to keep
+        previous = None
+    version = index_dir.next_version(folder)
     rcfgs = {r.name: r for r in cfg.retrieval.retrievers}
-    for name, b in built.items():
-        kind_of(rcfgs[name]).persist(b.retriever, folder / RETRIEVERS_DIR / name)
-    index_dir.write_docstore(folder / index_dir.DOCSTORE, nodes)
-    index_dir.write_documents(folder / index_dir.DOCUMENTS, documents)
-    manifest = index_dir.Manifest(
-        config_sha256=cfg.fingerprint(), embedding=embedding, build=expected_build(cfg),
-        retrievers={name: {"type": rcfgs[name].type} for name in built}, doc_hashes=doc_hashes,
-        counts={"documents": len(documents), "nodes": len(nodes)},
-    )
-    index_dir.write_manifest(folder, manifest, cfg)
-    return manifest
+    documents = list(snapshot.documents.values())
+    hashes = {d.doc_id: doc_hash(d) for d in documents}
+    with atomic_directory(folder / version) as tmp:
+        for name, leg in snapshot.legs.items():
+            kind_of(rcfgs[name]).persist(leg, tmp / RETRIEVERS_DIR / name)
+        index_dir.write_docstore(tmp / index_dir.DOCSTORE, list(snapshot.nodes.values()))
+        index_dir.write_documents(tmp / index_dir.DOCUMENTS, documents)
+        manifest = index_dir.Manifest(
+            config_sha256=cfg.fingerprint(), embedding=snapshot.embedding, build=expected_build(cfg),
+            retrievers={name: {"type": rcfgs[name].type} for name in snapshot.legs}, doc_hashes=hashes,
+            counts={"documents": len(documents), "nodes": len(snapshot.nodes)},
+        )
+        index_dir.write_manifest(tmp, manifest, cfg)
+    index_dir.write_current(folder, version)
+    index_dir.prune_versions(folder, {version, previous} - {None})
+    logger.info("wrote index version %s (%d documents, %d nodes) in %s", version, len(documents), len(snapshot.nodes), folder)
+    return replace(snapshot, version=version, wal_end=0, wal_records=0, manifest=manifest)
 
 
-def open_snapshot(folder: Path, cfg: Config, embed_model: BaseEmbedding | None, reranker: Any = None) -> Snapshot:
-    """Read an index folder into a new snapshot, after checking every build-deciding setting against ``cfg``."""
-    manifest = index_dir.read_manifest(folder)
-    check_build(manifest, cfg, folder)
-    nodes = index_dir.read_docstore(folder / index_dir.DOCSTORE)
-    legs = {r.name: kind_of(r).load(r, folder / RETRIEVERS_DIR / r.name, nodes, embed_model) for r in cfg.retrieval.retrievers}
-    return Snapshot(assemble(cfg, legs, reranker), nodes, legs, manifest)
+def open_version(folder: Path, version: str, cfg: Config, embed_model: BaseEmbedding | None, reranker: Any = None) -> Snapshot:
+    """Read one version folder into a new snapshot, after checking every build-deciding setting against ``cfg``."""
+    path = Path(folder) / version
+    manifest = index_dir.read_manifest(path)
+    check_build(manifest, cfg, path)
+    nodes = index_dir.read_docstore(path / index_dir.DOCSTORE)
+    documents = index_dir.read_documents(path / index_dir.DOCUMENTS)
+    legs = {r.name: kind_of(r).load(r, path / RETRIEVERS_DIR / r.name, nodes, embed_model) for r in cfg.retrieval.retrievers}
+    return Snapshot(assemble(cfg, legs, reranker), nodes, legs, {d.doc_id: d for d in documents}, group_nodes(nodes),
+                    version=version, manifest=manifest, embedding=manifest.embedding)

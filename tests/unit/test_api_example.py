@@ -42,4 +42,4 @@ def test_api_example_runs_as_written(tiny_config: dict[str, Any], tmp_path: Path
     assert lines[0].split()[1] == "kimchi"                   # 1. retrieve
     assert lines[-2].startswith("retrieval_only ['sleep'")  # 2. query engine with sources
     assert lines[-1] == "busan"                             # 3. QueryEngineTool
-    assert Path(tiny_config["index_dir"], "manifest.json").exists()
+    assert Path(tiny_config["index_dir"], "CURRENT").exists()

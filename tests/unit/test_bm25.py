@@ -150,9 +150,9 @@ def test_constructor_filters_and_bad_filter(nodes):
 def test_persist_round_trip_same_results(retriever, nodes, tmp_path):
     retriever.persist(tmp_path / "bm25")
     names = {p.name for p in (tmp_path / "bm25").iterdir()}
-    assert {"params.json", "node_ids.json", "vocab.index.json", "data.csc.index.npy"} <= names
+    assert {"params.json", "node_ids.json", "terms.json", "tokens.npz"} <= names
     assert json.loads((tmp_path / "bm25" / "node_ids.json").read_text(encoding="utf-8")) == [n.node_id for n in nodes]
-    assert "서울" in (tmp_path / "bm25" / "vocab.index.json").read_text(encoding="utf-8")  # Hangul not escaped
+    assert "서울" in (tmp_path / "bm25" / "terms.json").read_text(encoding="utf-8")  # Hangul not escaped
     loaded = BM25Retriever.from_persist_dir(tmp_path / "bm25", {n.node_id: n for n in nodes})
     for q in ["서울", "한국 음식", "김치 만드는 법", "우주선"]:
         a, b = retriever.retrieve(q), loaded.retrieve(q)
@@ -182,12 +182,12 @@ def test_missing_and_corrupt_dirs_raise_index_state_error(retriever, nodes, tmp_
 
     d = tmp_path / "bm25"
     retriever.persist(d)
-    (d / "data.csc.index.npy").write_bytes(b"garbage")
+    (d / "tokens.npz").write_bytes(b"garbage")
     with pytest.raises(IndexStateError, match="corrupt"):
         BM25Retriever.from_persist_dir(d, by_id)
 
     retriever.persist(d)
-    (d / "indptr.csc.index.npy").unlink()
+    (d / "terms.json").unlink()
     with pytest.raises(IndexStateError, match=str(d)):
         BM25Retriever.from_persist_dir(d, by_id)
 

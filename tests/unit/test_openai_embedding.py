@@ -214,7 +214,7 @@ def test_interrupted_ingest_keeps_the_embeddings_already_paid_for(
         Pipeline.from_config(config).ingest()
     assert server.url in str(info.value)
     first = [t for batch in server.embedding_texts()[:2] for t in batch]
-    assert len(first) == 4 and not (tmp_path / "index").exists()
+    assert len(first) == 4 and not (tmp_path / "index" / "CURRENT").exists()
 
     server.fail_after, server.requests = None, []
     report = Pipeline.from_config(config).ingest()

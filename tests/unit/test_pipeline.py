@@ -13,7 +13,7 @@ from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
 
 from pipeline import Pipeline
 from pipeline.core.errors import IndexMismatchError, IndexStateError, LoaderError, RetrievalError
-from tests.conftest import TINY_DOCS, write_jsonl
+from tests.conftest import TINY_DOCS, version_dir, write_jsonl
 
 
 def _pipe(cfg: dict[str, Any]) -> Pipeline:
@@ -34,7 +34,8 @@ def test_ingest_then_query_from_a_fresh_pipeline(tiny_config: dict[str, Any]) ->
 
 def test_index_dir_layout_and_manifest(tiny_config: dict[str, Any]) -> None:
     _pipe(tiny_config).ingest()
-    index = Path(tiny_config["index_dir"])
+    index = version_dir(Path(tiny_config["index_dir"]))
+    assert index.name == "v000001"
     assert {p.name for p in index.iterdir()} >= {"manifest.json", "config.yaml", "docstore.jsonl", "documents.jsonl", "retrievers"}
     manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["embedding"]["dim"] == 32
@@ -105,7 +106,7 @@ def test_query_without_index(tiny_config: dict[str, Any]) -> None:
 
 def test_corrupt_index_is_refused(tiny_config: dict[str, Any]) -> None:
     _pipe(tiny_config).ingest()
-    manifest = Path(tiny_config["index_dir"]) / "manifest.json"
+    manifest = version_dir(Path(tiny_config["index_dir"])) / "manifest.json"
     manifest.write_text("{not json", encoding="utf-8")
     with pytest.raises(IndexStateError, match="corrupt manifest"):
         _pipe(tiny_config).retrieve("서울")
@@ -144,7 +145,7 @@ def test_failed_ingest_leaves_previous_index_unchanged(tiny_config: dict[str, An
         _pipe(tiny_config).ingest()
     after = {p.relative_to(index): p.read_bytes() for p in index.rglob("*") if p.is_file()}
     assert after == before
-    assert not [p for p in index.parent.iterdir() if p.name.startswith(".index")]  # no temp folder left
+    assert not [p for p in index.iterdir() if ".tmp-" in p.name]  # no temp folder left
     monkeypatch.undo()
     assert _pipe(tiny_config).retrieve("서울", top_k=1)[0].node.ref_doc_id == "seoul"
 

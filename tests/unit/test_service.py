@@ -170,13 +170,20 @@ def test_queries_during_upsert_see_old_or_new(pipe: Pipeline) -> None:
     assert seen[-1] == {"jeju"}
 
 
-def test_interrupted_swap_is_recovered(pipe: Pipeline) -> None:
-    """A kill between the two renames of a swap leaves only `.index.old-PID`; loading puts it back."""
-    target = pipe.index_path
-    os.replace(target, target.with_name(f".{target.name}.old-12345"))
+def test_torn_log_tail_is_ignored_and_cut(pipe: Pipeline) -> None:
+    """A kill mid-append leaves a torn last log line: it was never acknowledged, readers skip it, the next writer cuts it."""
+    from llama_index.core import Document
+
+    pipe.upsert([Document(text="제주도는 한라산이 있는 섬이다.", id_="jeju")])
+    log = pipe.index_path / "v000001.wal"
+    with open(log, "ab") as fh:
+        fh.write(b'{"op": "upsert", "documents": [{"doc_id": "half"')
     fresh = Pipeline(pipe.config)
-    assert fresh.retrieve("서울", top_k=1)[0].node.ref_doc_id == "seoul"
-    assert (target / "manifest.json").exists()
+    assert {"jeju"} <= {d.doc_id for d in fresh.documents()} and "half" not in {d.doc_id for d in fresh.documents()}
+    fresh.upsert([Document(text="울릉도는 동해의 섬이다.", id_="ulleung")])
+    lines = log.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 2 and all(line.endswith(b"\n") for line in lines)
+    assert {"jeju", "ulleung"} <= {d.doc_id for d in Pipeline(pipe.config).documents()}
 
 
 # --------------------------------------------------------------------------- validation

@@ -56,9 +56,9 @@ def test_tfidf_query_vector_matches_sklearn(nodes):
     q = "김치 김치 한국 음식"
     want = vec.transform([r._tokenizer(q)]).toarray().ravel()
     cols, w = r.query_vector(q)
-    got = np.zeros_like(want)
-    got[cols] = w
-    assert np.allclose(got, want)
+    term_of_col = {col: r._terms[term_id] for term_id, col in r._column.items()}
+    got = {term_of_col[int(c)]: float(x) for c, x in zip(cols, w)}
+    assert got == pytest.approx({t: want[i] for t, i in vec.vocabulary_.items() if want[i]})
     assert np.allclose(r.scores(q)[0], (vec.transform(docs) @ want))
 
 
@@ -89,9 +89,8 @@ def test_persist_round_trip_keeps_settings(nodes, tmp_path, cfg):
     r = SparseVectorRetriever.from_nodes(nodes, cfg)
     r.persist(tmp_path / "sparse")
     names = {p.name for p in (tmp_path / "sparse").iterdir()}
-    assert {"matrix.npz", "vocab.json", "node_ids.json", "params.json"} <= names
-    assert ("idf.npy" in names) == (cfg.type == "tfidf")
-    assert "서울" in (tmp_path / "sparse" / "vocab.json").read_text(encoding="utf-8")
+    assert {"tokens.npz", "terms.json", "node_ids.json", "params.json"} <= names  # weights are rebuilt from token ids
+    assert "서울" in (tmp_path / "sparse" / "terms.json").read_text(encoding="utf-8")
     loaded = SparseVectorRetriever.from_persist_dir(tmp_path / "sparse", {n.node_id: n for n in nodes})
     assert loaded.cfg == cfg and loaded.tokenizer_spec == r.tokenizer_spec
     for q in ["서울", "한국 음식", "김치 김치", "먹다", "우주선"]:
@@ -106,11 +105,11 @@ def test_missing_and_corrupt_dirs(nodes, tmp_path):
     r = SparseVectorRetriever.from_nodes(nodes, SparseVectorConfig(type="tfidf"))
     d = tmp_path / "sparse"
     r.persist(d)
-    (d / "matrix.npz").write_bytes(b"garbage")
+    (d / "tokens.npz").write_bytes(b"garbage")
     with pytest.raises(IndexStateError, match="corrupt"):
         SparseVectorRetriever.from_persist_dir(d, by_id)
     r.persist(d)
-    (d / "vocab.json").write_text('["only-one-term"]', encoding="utf-8")
+    (d / "terms.json").write_text('["only-one-term"]', encoding="utf-8")
     with pytest.raises(IndexStateError, match="does not match"):
         SparseVectorRetriever.from_persist_dir(d, by_id)
 

@@ -1,0 +1,86 @@
+"""Micro-batching of concurrent query embeddings (``serving.batch_wait_ms`` / ``serving.max_batch``).
+
+Many threads asking for one query vector each would each run a forward pass and fight for the cores.
+``QueryBatcher`` hands their queries to one worker thread, which waits at most ``wait_ms`` for company
+and then embeds up to ``max_batch`` queries in one call. Passage embedding goes straight through.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, List
+
+from llama_index.core.embeddings import BaseEmbedding
+from pydantic import PrivateAttr
+
+logger = logging.getLogger(__name__)
+
+
+def embed_queries(model: BaseEmbedding, queries: list[str]) -> list[list[float]]:
+    """Query vectors for ``queries`` in one call where the model can batch (ours can), else one by one."""
+    inner = getattr(model, "inner", model)
+    batch = getattr(inner, "embed_queries", None)
+    return batch(queries) if callable(batch) else [model.get_query_embedding(q) for q in queries]
+
+
+class QueryBatcher(BaseEmbedding):
+    """Wraps an embedding; concurrent ``get_query_embedding`` calls share batched forward passes."""
+
+    _inner: Any = PrivateAttr()
+    _queue: Any = PrivateAttr()
+    _wait: float = PrivateAttr()
+    _max: int = PrivateAttr()
+
+    def __init__(self, inner: BaseEmbedding, wait_ms: float = 2.0, max_batch: int = 16, **kwargs: Any) -> None:
+        super().__init__(model_name=getattr(inner, "model_name", "batched"), embed_batch_size=inner.embed_batch_size, **kwargs)
+        self._inner = inner
+        self._queue = queue.Queue()
+        self._wait = wait_ms / 1000.0
+        self._max = max_batch
+        threading.Thread(target=self._work, name="ragpipe-query-batcher", daemon=True).start()
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "QueryBatcher"
+
+    @property
+    def inner(self) -> BaseEmbedding:
+        return self._inner
+
+    def _work(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            deadline = time.perf_counter() + self._wait
+            while len(batch) < self._max:
+                left = deadline - time.perf_counter()
+                try:
+                    batch.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                vectors = embed_queries(self._inner, [q for q, _ in batch])
+            except BaseException as exc:  # noqa: BLE001 - every waiting caller gets the error
+                for _, fut in batch:
+                    fut.set_exception(exc)
+                continue
+            for (_, fut), vec in zip(batch, vectors):
+                fut.set_result(vec)
+            logger.debug("embedded %d queries in one batch", len(batch))
+
+    def _get_query_embedding(self, query: str) -> List[float]:
+        fut: Future = Future()
+        self._queue.put((query, fut))
+        return fut.result()
+
+    async def _aget_query_embedding(self, query: str) -> List[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> List[float]:
+        return self._inner.get_text_embedding(text)
+
+    def _get_text_embeddings(self, texts: List[str]) -> List[List[float]]:
+        return self._inner.get_text_embedding_batch(texts)
