@@ -3,7 +3,8 @@
 
 For each concurrency level, N async workers send queries taken round-robin from a QA file until the
 time budget (``--duration`` s) or the request cap (``--max-requests``) is reached, whichever is first,
-then it reports requests/s, p50/p95/p99 latency and the error count. It always stops by itself.
+then it reports requests/s, p50/p95/p99 latency, the error count and the server's RSS before and after
+the level. It always stops by itself.
 
     ragpipe serve -c configs/default.yaml --no-access-log &
     python scripts/loadtest.py --url http://127.0.0.1:8000 --questions data/sample_questions.jsonl \\
@@ -42,6 +43,8 @@ class LevelResult:
     p95_ms: float | None
     p99_ms: float | None
     error_kinds: dict[str, int] = field(default_factory=dict)
+    rss_before_mb: float | None = None
+    rss_after_mb: float | None = None
 
 
 def load_questions(path: Path) -> list[str]:
@@ -121,11 +124,26 @@ async def main_async(args: argparse.Namespace, questions: list[str]) -> list[Lev
             await run_level(client, "/retrieve", questions, 1, args.warmup, 50, args.top_k)
         results = []
         for level in levels:
+            before = await server_rss(client, args.server_pid)
             res = await run_level(client, "/retrieve", questions, level, args.duration, args.max_requests, args.top_k)
+            res.rss_before_mb, res.rss_after_mb = before, await server_rss(client, args.server_pid)
             results.append(res)
             if not args.json:
                 print(_row(res), flush=True)
         return results
+
+
+async def server_rss(client: Any, pid: int | None) -> float | None:
+    """The server's resident memory in MiB: from /proc/PID (same machine) or the server's /info."""
+    if pid:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return None
+    try:
+        return (await client.get("/info")).json().get("rss_mb")
+    except Exception:  # noqa: BLE001 - an older server without the field
+        return None
 
 
 def _fmt(v: float | None) -> str:
@@ -135,7 +153,7 @@ def _fmt(v: float | None) -> str:
 def _row(r: LevelResult) -> str:
     kinds = f"  ({', '.join(f'{k}: {n}' for k, n in r.error_kinds.items())})" if r.error_kinds else ""
     return (f"{r.concurrency:>11} {r.requests:>8} {r.rps:>9.1f} {_fmt(r.p50_ms):>9} {_fmt(r.p95_ms):>9} "
-            f"{_fmt(r.p99_ms):>9} {r.errors:>6}{kinds}")
+            f"{_fmt(r.p99_ms):>9} {r.errors:>6} {_fmt(r.rss_before_mb):>9} {_fmt(r.rss_after_mb):>9}{kinds}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", type=int, default=None, help="top_k per request (default: the server's)")
     ap.add_argument("--timeout", type=float, default=30.0, help="Per-request timeout in seconds (default: %(default)s)")
     ap.add_argument("--warmup", type=float, default=1.0, help="Seconds of single-worker warm-up, not reported (default: %(default)s)")
+    ap.add_argument("--server-pid", type=int, default=None, help="Read the server's RSS from /proc/PID (default: its /info)")
     ap.add_argument("--json", action="store_true", help="Print the results as JSON on stdout")
     args = ap.parse_args(argv)
     if args.duration <= 0 or args.max_requests < 1:
@@ -162,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.json:
         print(f"{len(questions)} questions from {args.questions}; {args.duration:g} s or {args.max_requests} requests per level against {args.url}/retrieve")
-        print(f"{'concurrency':>11} {'requests':>8} {'req/s':>9} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'errors':>6}")
+        print(f"{'concurrency':>11} {'requests':>8} {'req/s':>9} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'errors':>6} "
+              f"{'RSS MiB':>9} {'after':>9}")
     try:
         results = asyncio.run(main_async(args, questions))
     except SystemExit as exc:

@@ -116,6 +116,17 @@ def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+def _rss_mb() -> float | None:
+    """This process's resident memory in MiB (Linux ``/proc``; None elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def _status_for(exc: RagpipeError) -> int:
     from .engine import LLMError
 
@@ -270,6 +281,7 @@ def create_app(pipeline: Pipeline, *, llm: Any = _FROM_CONFIG, api_key: str | No
         out["llm"] = {"provider": cfg.llm.provider.value, "model": cfg.llm.model, "base_url": cfg.llm.base_url} if llm is not None else None
         out["version"] = __version__
         out["auth"] = api_key is not None
+        out["rss_mb"] = _rss_mb()
         return out
 
     @app.post("/retrieve", tags=["query"], dependencies=[auth])
