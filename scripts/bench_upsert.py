@@ -28,7 +28,10 @@ KLUE = REPO.parent / "shared" / "data" / "klue-mrc" / "klue_mrc_validation_subse
 def _corpus(scale: int) -> list:
     from llama_index.core import Document
 
-    from pipeline.ingest.qa import read_qa_set
+    try:
+        from pipeline.ingest.qa import read_qa_set
+    except ImportError:  # the flat layout before 0.2, for a before/after run with PYTHONPATH
+        from pipeline.qa import read_qa_set  # type: ignore[no-redef]
 
     base = read_qa_set("klue_mrc", KLUE).documents
     return [Document(text=d.text, id_=f"{d.doc_id}~{k}" if k else d.doc_id, metadata=dict(d.metadata)) for k in range(scale) for d in base]

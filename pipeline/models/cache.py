@@ -59,6 +59,26 @@ class EmbeddingCache:
             )
             self._db.commit()
 
+    def size_bytes(self) -> int:
+        """Bytes the database file holds (pages in use)."""
+        with self._lock:
+            pages, size = self._db.execute("PRAGMA page_count").fetchone()[0], self._db.execute("PRAGMA page_size").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((pages - free) * size)
+
+    def prune(self, max_bytes: int) -> int:
+        """Evict the least recently written vectors until the file is under ``max_bytes``; returns how many went."""
+        size, n = self.size_bytes(), len(self)
+        if size <= max_bytes or n == 0:
+            return 0
+        drop = min(n, n - int(max_bytes / (size / n)) + 1)
+        with self._lock:
+            self._db.execute("DELETE FROM vectors WHERE rowid IN (SELECT rowid FROM vectors ORDER BY rowid LIMIT ?)", (drop,))
+            self._db.commit()
+            self._db.execute("VACUUM")
+        logger.info("embedding cache: evicted %d of %d vectors (%.1f MB -> %.1f MB)", drop, n, size / 1e6, self.size_bytes() / 1e6)
+        return drop
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])

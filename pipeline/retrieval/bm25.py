@@ -1,74 +1,138 @@
-"""BM25Retriever: a LlamaIndex ``BaseRetriever`` on bm25s, fed with our (Korean) tokenizer's token ids.
+"""BM25Retriever: BM25 with bm25s's scoring formulas over our (Korean) tokenizer's token ids, updatable in place.
 
-bm25s never tokenises anything itself: the base class keeps each node's token ids, and the bm25s
-score matrix is built from them (on build, on load and after every upsert). bm25s's own builder loops
-over documents in Python; ``_VectorBM25`` overrides ``build_index_from_ids`` (documented by bm25s as
-the place to do so) with the same formulas in numpy, about 10x faster, so an incremental write stays
-cheap on a large corpus. A document is returned only when it contains a query token and scores above
-zero, so a query with no matching term returns ``[]``.
+bm25s precomputes every (document, term) score, so any change to the corpus (its size or average
+length) means recomputing them all: a write would cost what the corpus costs. Ours keeps term
+frequencies in posting segments and scores at query time with bm25s's own idf and tf functions
+(``bm25s.scoring``), so a write costs what it changes: deleted rows are masked, added documents
+become a small new segment, and document frequencies, the live count and the total length are
+adjusted by the changed documents only. Segments are merged as they pile up and rebuilt whole when the
+index is persisted. ``tests/comparison`` checks the scores against bm25s for all five methods.
+
+A document is returned only when it contains a query token and scores above zero, so a query with no
+matching term returns ``[]``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-from typing import Any, ClassVar, Sequence
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple, Sequence
 
 import numpy as np
 from llama_index.core.schema import BaseNode
 
 from ..config import BM25Config
-from .lexical import LexicalRetriever, QueryScores
-from .tokenizers import Tokenizer
+from .lexical import LexicalRetriever, QueryScores, encode, index_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BM25Retriever", "build_bm25"]
+__all__ = ["BM25Index", "BM25Retriever"]
+
+MAX_SEGMENTS = 8  # delta segments beyond the first are merged past this
+_NONOCCURRENCE = ("bm25l", "bm25+")
 
 
-def build_bm25(cfg: BM25Config, tokens: Sequence[np.ndarray], n_terms: int) -> Any:
-    """A bm25s index over per-document token id arrays (ids < ``n_terms``), scored exactly as bm25s scores."""
+class _Segment(NamedTuple):
+    """Postings of rows ``start..start+n``: for term t, ``rows[indptr[t]:indptr[t+1]]`` with their ``tf``."""
+
+    start: int
+    indptr: np.ndarray
+    rows: np.ndarray
+    tf: np.ndarray
+
+
+def _segment(tokens: Sequence[np.ndarray], start: int, n_terms: int) -> _Segment:
+    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+    flat = np.concatenate(tokens).astype(np.int64) if len(tokens) else np.zeros(0, np.int64)
+    width = max(n_terms, 1)
+    pairs, tf = np.unique(np.repeat(np.arange(len(tokens), dtype=np.int64), lengths) * width + flat, return_counts=True)
+    terms, docs = pairs % width, pairs // width
+    order = np.argsort(terms, kind="stable")  # by term, rows ascending within a term
+    indptr = np.zeros(n_terms + 1, dtype=np.int64)
+    np.cumsum(np.bincount(terms, minlength=n_terms), out=indptr[1:])
+    return _Segment(start, indptr, (docs[order] + start).astype(np.int64), tf[order].astype(np.float32))
+
+
+def _bm25s_delta() -> float:
     import bm25s
-    from bm25s import scoring
 
-    class _VectorBM25(bm25s.BM25):
-        def build_index_from_ids(self, unique_token_ids: Any, corpus_token_ids: Any, show_progress: bool = True,
-                                 leave_progress: bool = False) -> dict[str, Any]:
-            lengths = np.fromiter((len(t) for t in corpus_token_ids), dtype=np.int64, count=len(corpus_token_ids))
-            n_docs, n_vocab = len(corpus_token_ids), len(unique_token_ids)
-            flat = np.concatenate(corpus_token_ids).astype(np.int64) if n_docs else np.zeros(0, np.int64)
-            docs = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
-            width = max(n_vocab, 1)
-            pairs, tf = np.unique(docs * width + flat, return_counts=True)  # (doc, term) pairs, sorted
-            doc_idx, voc_idx = pairs // width, pairs % width
-            df = np.bincount(voc_idx, minlength=n_vocab)
-            avg = float(lengths.mean()) if n_docs else 0.0
-            idf_fn = scoring._select_idf_scorer(self.idf_method)
-            idf = np.zeros(n_vocab, dtype=self.dtype)
-            present = np.flatnonzero(df)
-            idf[present] = [idf_fn(int(d), N=n_docs) for d in df[present]]
-            tfc_fn = scoring._select_tfc_scorer(self.method)
-            tfc = tfc_fn(tf_array=tf.astype(self.dtype), l_d=lengths[doc_idx].astype(self.dtype), l_avg=avg, k1=self.k1,
-                         b=self.b, delta=self.delta)
-            scores = (idf[voc_idx] * tfc).astype(self.dtype)
-            self.nonoccurrence_array = None
-            if self.method in self.methods_requiring_nonoccurrence:
-                zero = tfc_fn(tf_array=0, l_d=avg, l_avg=avg, k1=self.k1, b=self.b, delta=self.delta)
-                self.nonoccurrence_array = (idf * zero).astype(self.dtype)
-                scores -= self.nonoccurrence_array[voc_idx]
-            order = np.lexsort((doc_idx, voc_idx))  # column-major (CSC), rows ascending within a column
-            indptr = np.zeros(n_vocab + 1, dtype=np.int64)
-            np.cumsum(df, out=indptr[1:])
-            return {"data": scores[order], "indices": doc_idx[order].astype(self.int_dtype), "indptr": indptr, "num_docs": n_docs}
+    return float(inspect.signature(bm25s.BM25).parameters["delta"].default)
 
-    from bm25s.tokenization import Tokenized
 
-    bm25 = _VectorBM25(k1=cfg.k1, b=cfg.b, method=cfg.method.value)
-    bm25.index(Tokenized(ids=list(tokens), vocab={i: i for i in range(n_terms)}), show_progress=False)
-    return bm25
+@dataclass(frozen=True)
+class BM25Index:
+    """Immutable BM25 statistics and postings over rows (a row is a node, live or deleted)."""
+
+    cfg: BM25Config
+    segments: tuple[_Segment, ...]
+    lengths: np.ndarray  # float32 per row
+    alive: np.ndarray  # bool per row
+    df: np.ndarray  # live document frequency per term
+    n_live: int
+    total_length: float
+
+    @classmethod
+    def build(cls, cfg: BM25Config, tokens: Sequence[np.ndarray], n_terms: int) -> "BM25Index":
+        lengths = np.fromiter((len(t) for t in tokens), dtype=np.float32, count=len(tokens))
+        seg = _segment(tokens, 0, n_terms)
+        return cls(cfg, (seg,), lengths, np.ones(len(tokens), dtype=bool), np.diff(seg.indptr), len(tokens), float(lengths.sum()))
+
+    def changed(self, tokens: Sequence[np.ndarray], removed: Sequence[int], added: Sequence[np.ndarray], n_terms: int) -> "BM25Index":
+        """Rows ``removed`` masked and ``added`` appended (``tokens``: every row's token ids, added ones last)."""
+        alive = self.alive.copy()
+        df = np.zeros(n_terms, dtype=np.int64)
+        df[: len(self.df)] = self.df
+        gone = [r for r in removed if alive[r]]
+        alive[gone] = False
+        for r in gone:
+            df[np.unique(tokens[r])] -= 1
+        for t in added:
+            df[np.unique(t)] += 1
+        start = len(self.lengths)
+        new_lengths = np.fromiter((len(t) for t in added), dtype=np.float32, count=len(added))
+        segments = self.segments + ((_segment(added, start, n_terms),) if len(added) else ())
+        if len(segments) > MAX_SEGMENTS:  # merge the deltas: cost of the deltas only
+            first = segments[1].start
+            segments = (segments[0], _segment(tokens[first:], first, n_terms))
+        return BM25Index(self.cfg, segments, np.concatenate([self.lengths, new_lengths]), np.concatenate([alive, np.ones(len(added), bool)]),
+                         df, self.n_live - len(gone) + len(added), self.total_length - float(self.lengths[gone].sum()) + float(new_lengths.sum()))
+
+    def scores(self, ids: Sequence[int]) -> QueryScores:
+        """Score per row (bm25s's formulas; a query token counts as often as it occurs) and rows holding a query token."""
+        from bm25s import scoring
+
+        n = len(self.lengths)
+        out, matched = np.zeros(n, dtype=np.float32), np.zeros(n, dtype=bool)
+        if not ids or not self.n_live:
+            return QueryScores(out, matched)
+        cfg, method = self.cfg, self.cfg.method.value
+        idf_fn, tfc_fn = scoring._select_idf_scorer(method), scoring._select_tfc_scorer(method)
+        delta, avg = _bm25s_delta(), np.float32(self.total_length / self.n_live)
+        background = 0.0
+        for t, count in Counter(ids).items():
+            if t >= len(self.df) or self.df[t] <= 0:
+                continue
+            idf = np.float32(idf_fn(int(self.df[t]), N=self.n_live))
+            zero = idf * np.float32(tfc_fn(tf_array=0, l_d=avg, l_avg=avg, k1=cfg.k1, b=cfg.b, delta=delta)) if method in _NONOCCURRENCE else 0.0
+            background += count * zero
+            for seg in self.segments:
+                if t + 1 >= len(seg.indptr) or seg.indptr[t] == seg.indptr[t + 1]:
+                    continue
+                rows, tf = seg.rows[seg.indptr[t] : seg.indptr[t + 1]], seg.tf[seg.indptr[t] : seg.indptr[t + 1]]
+                s = idf * tfc_fn(tf_array=tf, l_d=self.lengths[rows], l_avg=avg, k1=cfg.k1, b=cfg.b, delta=delta) - zero
+                out[rows] += np.float32(count) * s.astype(np.float32)
+                matched[rows] = True
+        if background:
+            out += np.float32(background)
+        matched &= self.alive
+        out[~self.alive] = 0.0
+        return QueryScores(out, matched)
 
 
 class BM25Retriever(LexicalRetriever):
-    """BM25 over bm25s with a pluggable tokenizer; returns the original nodes.
+    """BM25 with a pluggable tokenizer; returns the original nodes.
 
     Usage::
 
@@ -79,24 +143,31 @@ class BM25Retriever(LexicalRetriever):
     kind: ClassVar[str] = "bm25"
     config_class: ClassVar[type] = BM25Config
 
-    def _index(self) -> None:
-        self._bm25 = build_bm25(self.cfg, self._tokens, len(self._terms))
+    def __init__(self, *args: Any, state: BM25Index | None = None, **kwargs: Any) -> None:
+        self._state = state
+        super().__init__(*args, **kwargs)
 
-    @classmethod
-    def from_nodes(cls, nodes: Sequence[BaseNode], cfg: BM25Config, top_k: int | None = None, show_progress: bool = False, *,
-                   tokenizer: Tokenizer | None = None, **kwargs: Any) -> "BM25Retriever":
-        """Tokenise and index ``nodes`` (pass ``tokenizer`` to reuse an already built one)."""
-        return super().from_nodes(nodes, cfg, top_k, show_progress, tokenizer=tokenizer, **kwargs)  # type: ignore[return-value]
+    def _index(self) -> None:
+        if self._state is None:
+            self._state = BM25Index.build(self.cfg, self._tokens, len(self._terms))
+        self._alive = self._state.alive
+
+    def with_changes(self, remove_ids: set[str], add: Sequence[BaseNode]) -> "BM25Retriever":
+        """A new retriever without ``remove_ids`` and with ``add``: only ``add`` is tokenised, and the statistics
+        change by the changed documents only (no rebuild); scores equal those of a retriever built from scratch."""
+        drop = set(remove_ids) | {n.node_id for n in add}
+        removed = [r for node_id in drop if (r := self._row_of.get(node_id)) is not None]
+        lists = self._tokenizer.tokenize_many([index_text(n, self.cfg.include_metadata) for n in add])
+        terms, term_ids = list(self._terms), dict(self._term_ids)
+        added = encode(lists, terms, term_ids)
+        tokens = self._tokens + added
+        state = self._state.changed(tokens, removed, added, len(terms))
+        row_of = {k: r for k, r in self._row_of.items() if k not in drop} if drop else dict(self._row_of)
+        row_of.update({n.node_id: len(self._nodes) + i for i, n in enumerate(add)})
+        return BM25Retriever(self._nodes + list(add), self._tokenizer, self.cfg, tokens, terms, state=state, term_ids=term_ids,
+                             row_of=row_of, similarity_top_k=self.similarity_top_k, filters=self.filters)
 
     def scores(self, query: str) -> QueryScores:
-        """BM25 score per node and a mask of nodes containing at least one query token."""
+        """BM25 score per row and a mask of live rows containing at least one query token."""
         self._check_query(query)
-        ids = [self._term_ids[t] for t in self._tokenizer(query) if t in self._term_ids]
-        n = len(self._nodes)
-        if not ids:
-            return QueryScores(np.zeros(n, dtype=np.float32), np.zeros(n, dtype=bool))
-        matched = np.zeros(n, dtype=bool)
-        indptr, indices = self._bm25.scores["indptr"], self._bm25.scores["indices"]
-        for t in set(ids):
-            matched[indices[indptr[t] : indptr[t + 1]]] = True
-        return QueryScores(np.asarray(self._bm25.get_scores_from_ids(ids), dtype=np.float32), matched)
+        return self._state.scores([self._term_ids[t] for t in self._tokenizer(query) if t in self._term_ids])

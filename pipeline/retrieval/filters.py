@@ -139,8 +139,15 @@ class FilterIndex:
     """
 
     def __init__(self, items: Sequence[BaseNode] | Sequence[Mapping[str, Any]]) -> None:
-        self._metadata = [getattr(i, "metadata", i) for i in items]
+        self._items = items
+        self._cached: list[Mapping[str, Any]] | None = None  # built on the first filtered query, not per write
         self._maps: dict[tuple[str, bool], dict[Any, np.ndarray]] = {}
+
+    @property
+    def _metadata(self) -> list[Mapping[str, Any]]:
+        if self._cached is None:
+            self._cached = [getattr(i, "metadata", i) for i in self._items]
+        return self._cached
 
     def _rows(self, key: str, listed: bool) -> dict[Any, np.ndarray]:
         """value -> rows holding it under ``key``; ``listed`` also indexes elements of list values (for ``in``)."""

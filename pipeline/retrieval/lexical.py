@@ -95,21 +95,28 @@ class LexicalRetriever(BaseRetriever):
 
     def __init__(self, nodes: Sequence[BaseNode], tokenizer: Tokenizer, cfg: Any, tokens: Sequence[np.ndarray], terms: list[str], *,
                  similarity_top_k: int | None = None, filters: MetadataFilters | None = None,
-                 callback_manager: CallbackManager | None = None, verbose: bool = False) -> None:
+                 callback_manager: CallbackManager | None = None, verbose: bool = False,
+                 term_ids: dict[str, int] | None = None, row_of: dict[str, int] | None = None) -> None:
         self._nodes = list(nodes)
         self._tokenizer = tokenizer
         self._tokens = list(tokens)
         self._terms = terms
-        self._term_ids = {t: i for i, t in enumerate(terms)}
+        self._term_ids = term_ids if term_ids is not None else {t: i for i, t in enumerate(terms)}
         self.cfg = cfg
         self.similarity_top_k = similarity_top_k or cfg.candidate_k
         self.filters = filters
+        self._alive: np.ndarray | None = None  # rows still indexed; None: all (set by _index where rows can be deleted)
         self._filter_index = FilterIndex(self._nodes)
         self.build_seconds: dict[str, float] = {}
         super().__init__(callback_manager=callback_manager, verbose=verbose)
         t0 = time.perf_counter()
         self._index()
         self.build_seconds[f"{self.kind}_index"] = time.perf_counter() - t0
+        self._row_of = row_of if row_of is not None else \
+            {n.node_id: i for i, n in enumerate(self._nodes) if self._alive is None or self._alive[i]}
+
+    def _live_rows(self) -> list[int]:
+        return list(range(len(self._nodes))) if self._alive is None else np.flatnonzero(self._alive).tolist()
 
     def _index(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -141,7 +148,7 @@ class LexicalRetriever(BaseRetriever):
         scores exactly as a retriever built from scratch over the same nodes.
         """
         drop = set(remove_ids) | {n.node_id for n in add}
-        keep = [i for i, n in enumerate(self._nodes) if n.node_id not in drop]
+        keep = [i for i in self._live_rows() if self._nodes[i].node_id not in drop]
         lists = self._tokenizer.tokenize_many([index_text(n, self._include_metadata(self.cfg)) for n in add])
         terms, term_ids = list(self._terms), dict(self._term_ids)
         new_tokens = encode(lists, terms, term_ids)
@@ -158,8 +165,8 @@ class LexicalRetriever(BaseRetriever):
 
     @property
     def nodes(self) -> list[BaseNode]:
-        """Indexed nodes, in index order."""
-        return list(self._nodes)
+        """Indexed (live) nodes, in index order."""
+        return [self._nodes[i] for i in self._live_rows()]
 
     # ----------------------------------------------------------------- search
 
@@ -180,7 +187,7 @@ class LexicalRetriever(BaseRetriever):
         t0 = time.perf_counter()
         text = query.query_str if isinstance(query, QueryBundle) else query
         scores, matched = self.scores(text)
-        eligible = matched
+        eligible = matched if self._alive is None else matched & self._alive
         for mask in (self._filter_index.mask(self.filters), self._filter_index.mask(as_filters(filters))):
             if mask is not None:
                 eligible = eligible & mask
@@ -197,15 +204,17 @@ class LexicalRetriever(BaseRetriever):
     def persist(self, persist_dir: str | Path) -> None:
         """Write node ids, terms and token ids to ``persist_dir`` atomically (replaces what was there)."""
         target = Path(persist_dir)
-        lengths = np.fromiter((len(t) for t in self._tokens), dtype=np.int64, count=len(self._tokens))
+        rows = self._live_rows()  # deleted rows are left out: a reload starts compact
+        tokens = [self._tokens[i] for i in rows]
+        lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
         with atomic_directory(target) as tmp:
-            ids = np.concatenate(self._tokens) if self._tokens else np.zeros(0, np.int32)
+            ids = np.concatenate(tokens) if tokens else np.zeros(0, np.int32)
             np.savez(tmp / TOKENS_FILE, ids=ids.astype(np.int32), lengths=lengths)
             write_json_atomic(tmp / TERMS_FILE, self._terms)
-            write_json_atomic(tmp / NODE_IDS_FILE, [n.node_id for n in self._nodes])
+            write_json_atomic(tmp / NODE_IDS_FILE, [self._nodes[i].node_id for i in rows])
             write_json_atomic(tmp / PARAMS_FILE, {
                 "format_version": FORMAT_VERSION, "kind": self.cfg.type, "tokenizer": self.tokenizer_spec,
-                "config": self.cfg.model_dump(mode="json"), "num_docs": len(self._nodes), "num_terms": len(self._terms),
+                "config": self.cfg.model_dump(mode="json"), "num_docs": len(rows), "num_terms": len(self._terms),
             })
         logger.info("saved %s index %r to %s", self.cfg.type, self.cfg.name, target)
 

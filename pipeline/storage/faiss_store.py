@@ -256,7 +256,7 @@ class FaissVectorStore(BasePydanticVectorStore):
             self.train()
         other = type(self)(self.config, dim=self.dim, normalize=self.normalize)
         other._index = faiss.clone_index(self._index) if self._index is not None else None
-        other._rows = {r: dict(rec) for r, rec in self._rows.items()}
+        other._rows = dict(self._rows)  # records are replaced, never changed in place: a shallow copy suffices
         other._row_of = dict(self._row_of)
         other._tombstones = set(self._tombstones)
         other._next_row = self._next_row

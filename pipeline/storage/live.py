@@ -80,8 +80,9 @@ def apply_changes(snapshot: Snapshot, cfg: Config, upserts: Sequence[Any], delet
     rcfgs = {r.name: r for r in cfg.retrieval.retrievers}
     legs = {name: kind_of(rcfgs[name]).update(leg, gone_nodes, new_nodes, vectors if kind_of(rcfgs[name]).needs_vectors else None, nodes)
             for name, leg in snapshot.legs.items()}
-    new = replace(snapshot, search=assemble(cfg, legs, reranker), nodes=nodes, legs=legs, documents=documents,
-                  doc_nodes=group_nodes(nodes))
+    doc_nodes = {k: v for k, v in snapshot.doc_nodes.items() if k not in gone_docs}
+    doc_nodes.update(group_nodes({n.node_id: n for n in new_nodes}))
+    new = replace(snapshot, search=assemble(cfg, legs, reranker), nodes=nodes, legs=legs, documents=documents, doc_nodes=doc_nodes)
     return new, changes
 
 

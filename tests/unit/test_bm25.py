@@ -169,7 +169,7 @@ def test_non_default_settings_survive_reload(nodes, tmp_path):
     assert loaded.cfg == cfg
     assert loaded.tokenizer_spec == r.tokenizer_spec
     assert loaded.tokenizer_spec["tags"] == ["NNG", "NNP", "SL"] and loaded.tokenizer_spec["stopwords"] == ["도시"]
-    assert loaded._bm25.k1 == 0.9 and loaded._bm25.b == 0.3 and loaded._bm25.method == "atire"
+    assert loaded._state.cfg.k1 == 0.9 and loaded._state.cfg.b == 0.3 and loaded._state.cfg.method.value == "atire"
     assert loaded.retrieve("먹는 도시") == []  # verb stems and the stopword are not indexed
     assert ids(loaded.retrieve("history 한국")) == ids(r.retrieve("history 한국"))
 
