@@ -109,7 +109,11 @@ class EmbeddingConfig(_Section):
     text_model: str | None = Field(
         None, description="clip: separate text encoder trained into the image model's space (e.g. a multilingual CLIP)"
     )
-    precision: Precision = Field(Precision.AUTO, description="auto (bf16 where the CPU has AMX/avx512_bf16) | fp32 | bf16")
+    backend: Literal["torch", "onnx"] = Field(
+        "torch", description="huggingface: torch (sentence-transformers) | onnx (ONNX Runtime, exported once and cached; "
+        "same tokenizer, pooling, normalisation and prompts)")
+    quantize: Literal["none", "int8"] = Field("none", description="onnx: dynamic int8 weights (faster, cosine ~0.98 to fp32)")
+    precision: Precision = Field(Precision.AUTO, description="torch: auto (bf16 where the CPU has AMX/avx512_bf16) | fp32 | bf16")
     batch_size: int = Field(32, ge=1, description="Texts per encoding batch")
     max_length: int = Field(512, ge=8, description="Max tokens per text (longer text is truncated)")
     query_prompt: str = Field("query: ", description="Prefix for queries (e5 convention)")
@@ -149,6 +153,14 @@ class EmbeddingConfig(_Section):
             raise ValueError(f"repeated pooling mode in {names}")
         order = [m.value for m in PoolingMode]
         return sorted(names, key=order.index)
+
+    @model_validator(mode="after")
+    def _onnx_for_huggingface_only(self) -> "EmbeddingConfig":
+        if self.backend == "onnx" and self.provider != EmbeddingProvider.HUGGINGFACE:
+            raise ValueError(f"backend onnx runs huggingface encoders only, not provider {self.provider.value!r}")
+        if self.quantize != "none" and self.backend != "onnx":
+            raise ValueError("quantize needs backend: onnx")
+        return self
 
     @field_validator("text_model")
     @classmethod

@@ -27,7 +27,21 @@ def build_embedding(cfg: EmbeddingConfig, show_progress: bool = False) -> BaseEm
     raise ConfigError(f"embedding.provider = {cfg.provider!r} is not supported", key="embedding.provider")
 
 
+def _build_onnx_embedding(cfg: EmbeddingConfig) -> BaseEmbedding:
+    from .onnx_embedding import OnnxEmbedding
+
+    if cfg.pooling is not None:
+        raise ConfigError("embedding.pooling: set with backend torch only (onnx uses the model's own pooling)", key="embedding.pooling")
+    path = resolve_model(cfg.model)
+    model = OnnxEmbedding(path, quantize=cfg.quantize, model_name=cfg.model, max_length=cfg.max_length, normalize=cfg.normalize,
+                          query_instruction=cfg.query_prompt, text_instruction=cfg.passage_prompt, embed_batch_size=cfg.batch_size)
+    logger.info("embedding %s (%s) backend=onnx quantize=%s", cfg.model, path, cfg.quantize)
+    return model
+
+
 def _build_hf_embedding(cfg: EmbeddingConfig, show_progress: bool) -> BaseEmbedding:
+    if cfg.backend == "onnx":
+        return _build_onnx_embedding(cfg)
     from .hf_embedding import PrecisionHFEmbedding
     from .pooling import build_pooled_model, is_sentence_transformer
 
@@ -92,6 +106,8 @@ def embedding_key(cfg: EmbeddingConfig) -> str:
         key += "|pooling=" + "+".join(p.value for p in cfg.pooling)
     if cfg.text_model:
         key += f"|text_model={cfg.text_model}"
+    if cfg.backend != "torch":  # only when set, so keys of existing caches stay valid
+        key += f"|backend={cfg.backend}|quantize={cfg.quantize}"
     return key
 
 

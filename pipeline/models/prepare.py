@@ -16,7 +16,6 @@ tokenizer, 512 positions starting at 0, two token types (values of the upstream 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.io import atomic_directory
+from ..core.io import atomic_directory, sha256_file
 from ..core.errors import ModelResolutionError
 
 E5_SMALL_ID = "intfloat/multilingual-e5-small"
@@ -63,14 +62,6 @@ def prepared_model_path(model_id: str, cache_dir: Path | None = None) -> Path:
     return Path(cache_dir if cache_dir is not None else default_cache_dir()) / model_id.replace("/", "__")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check(path: Path, full: bool) -> bool:
     try:
         manifest = json.loads((Path(path) / MANIFEST_NAME).read_text(encoding="utf-8"))
@@ -81,7 +72,7 @@ def _check(path: Path, full: bool) -> bool:
             f = Path(path) / rel
             if not f.is_file() or f.stat().st_size != meta["size"]:
                 return False
-            if full and _sha256(f) != meta["sha256"]:
+            if full and sha256_file(f) != meta["sha256"]:
                 return False
         return True
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -263,11 +254,11 @@ def _write_model(out: Path, model_id: str, src: dict, show_progress: bool) -> No
     say("hashing files")
     for p in out.rglob("*"):
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    files = {p.relative_to(out).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+    files = {p.relative_to(out).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
              for p in sorted(out.rglob("*")) if p.is_file()}
     manifest = {
         "format_version": MANIFEST_VERSION, "model_id": model_id,
-        "sources": {role: {"package": dist, "version": ver, "file": f.name, "sha256": _sha256(f)}
+        "sources": {role: {"package": dist, "version": ver, "file": f.name, "sha256": sha256_file(f)}
                     for role, (dist, f, ver) in src.items()},
         "files": files, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

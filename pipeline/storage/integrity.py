@@ -19,8 +19,12 @@ from .index_dir import Manifest
 from .registry import kind_of
 
 EMBEDDING_BUILD_FIELDS = ("provider", "model", "pooling", "text_model", "query_prompt", "passage_prompt", "normalize",
-                          "max_length", "dimensions")
-"""Embedding settings that change the stored passage vectors or the space queries must match."""
+                          "max_length", "dimensions", "quantize")
+"""Embedding settings that change the stored passage vectors or the space queries must match. (``backend`` and
+``precision`` are not among them: torch fp32/bf16 and ONNX fp32 vectors agree to cosine >= 0.999.)"""
+
+ADDED_LATER = {"embedding.quantize": "none"}
+"""Build settings recorded only by newer versions, with the value every older index was built with."""
 
 _HINT = "; run `ragpipe ingest --rebuild` (or set the config back)"
 
@@ -45,7 +49,7 @@ def check_build(manifest: Manifest, cfg: Config, folder: Path) -> None:
                                      path=folder, key="retrieval.retrievers", value=r.name)
     missing = object()
     for key, wanted in expected_build(cfg).items():
-        built = manifest.build.get(key, missing)
+        built = manifest.build.get(key, ADDED_LATER.get(key, missing))
         if built != wanted:
             shown = "(not recorded)" if built is missing else repr(built)
             raise IndexMismatchError(f"{folder}: {key}: the index was built with {shown}, the config asks for {wanted!r}{_HINT}",

@@ -111,3 +111,17 @@ def test_korean_semantic_ordering(st_model, prompt: str) -> None:
     sim_close, sim_far = float(e[0] @ e[1]), float(e[0] @ e[2])
     print(f"\n{prompt}: cos(anchor, close)={sim_close:.4f} cos(anchor, far)={sim_far:.4f}")
     assert sim_close > sim_far
+
+
+def test_onnx_backend_matches_torch(st_model, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """embedding.backend onnx (fp32): the same vectors as sentence-transformers, queries and passages."""
+    from pipeline.models.onnx_embedding import OnnxEmbedding
+
+    monkeypatch.setenv("RAGPIPE_MODEL_DIR", str(tmp_path))  # export into a temp folder
+    onnx = OnnxEmbedding(prepared, query_instruction="query: ", text_instruction="passage: ", max_length=512)
+    for prefix, got in (("query: ", np.asarray(onnx.embed_queries(SENTENCES))),
+                        ("passage: ", np.asarray(onnx.get_text_embedding_batch(SENTENCES)))):
+        want = st_model.encode([prefix + s for s in SENTENCES], normalize_embeddings=True)
+        cos = _cosines(got, want)
+        print(f"\nonnx fp32 vs torch fp32 ({prefix.strip()}): min cosine {cos.min():.6f} over {len(SENTENCES)} sentences")
+        assert cos.min() >= MIN_COSINE

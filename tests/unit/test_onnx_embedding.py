@@ -1,0 +1,47 @@
+"""embedding.backend: onnx on the tiny in-test model: export once, same vectors as sentence-transformers, int8 close."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from pipeline.config import EmbeddingConfig
+from pipeline.core.errors import ConfigError
+from pipeline.models.embedding import build_embedding
+from pipeline.models.onnx_embedding import export_onnx
+
+SENTENCES = ["서울은 대한민국의 수도이다.", "김치는 배추로 만든다.", "잠이 오지 않을 때는 일어나라.", "기차가 역에 들어온다.",
+             "서울", "광합성을 하여 포도당과 산소를 만든다. 식물은 햇빛과 물과 이산화탄소를 쓴다."]
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_onnx_vectors_match_sentence_transformers(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGPIPE_MODEL_DIR", str(tmp_path / "models"))
+    st = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    want_q = st.encode(["query: " + s for s in SENTENCES], normalize_embeddings=True)
+    want_p = st.encode(["passage: " + s for s in SENTENCES], normalize_embeddings=True)
+    onnx = build_embedding(EmbeddingConfig(model=str(tiny_model_dir), backend="onnx", batch_size=4, max_length=120))
+    got_q = np.asarray(onnx.embed_queries(SENTENCES))
+    got_p = np.asarray(onnx.get_text_embedding_batch(SENTENCES))
+    assert _cos(got_q, want_q).min() >= 0.999 and _cos(got_p, want_p).min() >= 0.999
+    assert np.allclose(onnx.get_query_embedding(SENTENCES[0]), got_q[0], atol=1e-5)  # one query = the same as in a batch
+    exported = export_onnx(tiny_model_dir)
+    assert exported.exists() and (exported.parent / "ragpipe_onnx.json").exists()
+    assert export_onnx(tiny_model_dir).stat().st_mtime_ns == exported.stat().st_mtime_ns  # reused, not exported again
+    int8 = build_embedding(EmbeddingConfig(model=str(tiny_model_dir), backend="onnx", quantize="int8", max_length=120))
+    assert _cos(np.asarray(int8.embed_queries(SENTENCES)), want_q).min() >= 0.95
+
+
+def test_bad_backend_settings_are_config_errors() -> None:
+    from pipeline.config import config_from_dict
+
+    with pytest.raises(ConfigError, match="quantize needs backend: onnx"):
+        config_from_dict({"embedding": {"quantize": "int8"}, "retrieval": {"retrievers": [{"type": "dense"}]}})
+    with pytest.raises(ConfigError, match="backend onnx runs huggingface encoders only"):
+        config_from_dict({"embedding": {"provider": "openai", "backend": "onnx"}, "retrieval": {"retrievers": [{"type": "dense"}]}})
