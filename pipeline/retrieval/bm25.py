@@ -14,6 +14,7 @@ matching term returns ``[]``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections import Counter
@@ -55,10 +56,14 @@ def _segment(tokens: Sequence[np.ndarray], start: int, n_terms: int) -> _Segment
     return _Segment(start, indptr, (docs[order] + start).astype(np.int64), tf[order].astype(np.float32))
 
 
-def _bm25s_delta() -> float:
+@functools.lru_cache(maxsize=None)
+def _formulas(method: str) -> tuple[Any, Any, float]:
+    """bm25s's idf and tf functions for ``method``, and its default ``delta`` (looked up once, not per query)."""
     import bm25s
+    from bm25s import scoring
 
-    return float(inspect.signature(bm25s.BM25).parameters["delta"].default)
+    delta = float(inspect.signature(bm25s.BM25).parameters["delta"].default)
+    return scoring._select_idf_scorer(method), scoring._select_tfc_scorer(method), delta
 
 
 @dataclass(frozen=True)
@@ -101,15 +106,13 @@ class BM25Index:
 
     def scores(self, ids: Sequence[int]) -> QueryScores:
         """Score per row (bm25s's formulas; a query token counts as often as it occurs) and rows holding a query token."""
-        from bm25s import scoring
-
         n = len(self.lengths)
         out, matched = np.zeros(n, dtype=np.float32), np.zeros(n, dtype=bool)
         if not ids or not self.n_live:
             return QueryScores(out, matched)
         cfg, method = self.cfg, self.cfg.method.value
-        idf_fn, tfc_fn = scoring._select_idf_scorer(method), scoring._select_tfc_scorer(method)
-        delta, avg = _bm25s_delta(), np.float32(self.total_length / self.n_live)
+        idf_fn, tfc_fn, delta = _formulas(method)
+        avg = np.float32(self.total_length / self.n_live)
         background = 0.0
         for t, count in Counter(ids).items():
             if t >= len(self.df) or self.df[t] <= 0:
