@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from llama_index.core.embeddings import BaseEmbedding
 from llama_index.core.retrievers import BaseRetriever
@@ -30,7 +31,7 @@ from ..retrieval.filters import FilterSpec
 from ..retrieval.rerank import build_reranker
 from ..retrieval.search import MAX_QUERY_CHARS, SearchPipeline, SearchResult
 from ..storage import index_dir
-from ..storage.live import apply_changes, diff, open_latest, replay, to_records
+from ..storage.live import apply_changes, diff, open_latest, replay, to_record
 from ..storage.lock import writer_lock
 from ..storage.snapshot import Snapshot, build_legs, doc_hash, in_memory, write_version
 from ..storage.wal import append_wal, wal_path
@@ -161,7 +162,7 @@ class Pipeline:
         if not docs:
             raise LoaderError("no documents to index (empty corpus)")
         self._reset_counts()
-        with self._write_lock, writer_lock(self.index_path, self.config.serving.write_lock_timeout):
+        with self._writing():
             if rebuild or index_dir.read_current(self.index_path) is None:
                 snapshot = write_version(self.index_path, self.config, self._fresh(docs))
                 counts: tuple[int, ...] = (len(docs), 0, 0, 0)
@@ -182,6 +183,12 @@ class Pipeline:
         built = build_legs(self.config, nodes, self._query_model, vectors, show_progress=self.show_progress)
         return in_memory(self.config, docs, nodes, {k: b.retriever for k, b in built.items()}, self._load_reranker(),
                          self._embedding_info(vectors))
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The writer locks: this process's threads, then other processes (``storage.lock``)."""
+        with self._write_lock, writer_lock(self.index_path, self.config.serving.write_lock_timeout):
+            yield
 
     def _reset_counts(self) -> None:
         if hasattr(self.embed_model, "reset_counts"):
@@ -221,7 +228,7 @@ class Pipeline:
     def _change(self, upserts: list[Any], deletes: list[str]) -> IngestReport:
         t0 = time.perf_counter()
         self._reset_counts()
-        with self._write_lock, writer_lock(self.index_path, self.config.serving.write_lock_timeout):
+        with self._writing():
             if index_dir.read_current(self.index_path) is None and upserts and not deletes:
                 new = write_version(self.index_path, self.config, self._fresh(upserts))
                 self._publish(new)
@@ -229,7 +236,7 @@ class Pipeline:
             base = self._latest()
             new, change = apply_changes(base, self.config, upserts, deletes, self._prepare, self._load_reranker())
             if new is not base:  # log first (the acknowledgement), then serve
-                end = append_wal(wal_path(self.index_path, str(base.version)), to_records(upserts, deletes))
+                end = append_wal(wal_path(self.index_path, str(base.version)), to_record(upserts, deletes))
                 new = replace(new, wal_end=end, wal_records=base.wal_records + 1)
                 if new.wal_records >= self.config.serving.compact_after:
                     new = write_version(self.index_path, self.config, new)
@@ -238,7 +245,7 @@ class Pipeline:
 
     def compact(self) -> str:
         """Write the served state (version + log) as a new version with an empty log; returns its name."""
-        with self._write_lock, writer_lock(self.index_path, self.config.serving.write_lock_timeout):
+        with self._writing():
             snapshot = write_version(self.index_path, self.config, self._latest())
             self._publish(snapshot)
         return str(snapshot.version)

@@ -86,7 +86,7 @@ def apply_changes(snapshot: Snapshot, cfg: Config, upserts: Sequence[Any], delet
     return new, changes
 
 
-def to_records(upserts: Sequence[Any], deletes: Sequence[str]) -> WalRecord:
+def to_record(upserts: Sequence[Any], deletes: Sequence[str]) -> WalRecord:
     """The log record of one change."""
     if deletes:
         return WalRecord("delete", [], list(deletes))
