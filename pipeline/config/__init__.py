@@ -22,6 +22,7 @@ from .schema import (
     Precision,
     RerankConfig,
     RetrievalConfig,
+    RuntimeConfig,
     ServingConfig,
     SparseVectorConfig,
     SplitterType,
@@ -32,6 +33,6 @@ __all__ = [
     "apply_overrides", "config_from_dict", "describe_error", "load_config", "project_root_for", "read_yaml",
     "RETRIEVER_TYPES", "BM25Config", "BM25Method", "ChunkingConfig", "Config", "DataConfig", "DenseConfig",
     "EmbeddingConfig", "EmbeddingProvider", "FaissConfig", "FaissIndexType", "FusionConfig", "FusionMode", "LLMConfig",
-    "LLMProvider", "LoaderType", "PoolingMode", "Precision", "RerankConfig", "RetrievalConfig", "ServingConfig", "SparseVectorConfig",
+    "LLMProvider", "LoaderType", "PoolingMode", "Precision", "RerankConfig", "RetrievalConfig", "RuntimeConfig", "ServingConfig", "SparseVectorConfig",
     "SplitterType", "TokenizerConfig",
 ]

@@ -112,7 +112,9 @@ class EmbeddingConfig(_Section):
     backend: Literal["torch", "onnx"] = Field(
         "torch", description="huggingface: torch (sentence-transformers) | onnx (ONNX Runtime, exported once and cached; "
         "same tokenizer, pooling, normalisation and prompts)")
-    quantize: Literal["none", "int8"] = Field("none", description="onnx: dynamic int8 weights (faster, cosine ~0.98 to fp32)")
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="onnx: dynamic int8 weights, per channel (about 2x faster queries; cosine >= 0.99 to fp32, "
+        "but -0.008 MRR@10 on KLUE: docs/performance.md)")
     precision: Precision = Field(Precision.AUTO, description="torch: auto (bf16 where the CPU has AMX/avx512_bf16) | fp32 | bf16")
     batch_size: int = Field(32, ge=1, description="Texts per encoding batch")
     max_length: int = Field(512, ge=8, description="Max tokens per text (longer text is truncated)")
@@ -120,6 +122,7 @@ class EmbeddingConfig(_Section):
     passage_prompt: str = Field("passage: ", description="Prefix for passages (e5 convention)")
     normalize: bool = Field(True, description="L2-normalise vectors (inner product = cosine)")
     cache: bool = Field(True, description="Cache vectors by (model, text hash) so unchanged text is never re-embedded")
+    query_cache: int = Field(1024, ge=0, description="Distinct recent query vectors kept in memory (LRU; 0: off)")
     device: str = Field("cpu", description="torch device")
     # openai-compatible provider
     base_url: str | None = Field(None, description="openai provider: API base URL")
@@ -309,6 +312,15 @@ class ServingConfig(_Section):
     write_lock_timeout: float = Field(600.0, gt=0, description="Seconds a writer waits for another process's writer lock")
 
 
+class RuntimeConfig(_Section):
+    """Compute threads (torch, ONNX Runtime, faiss, kiwi), set in one place; docs/performance.md says why."""
+
+    threads: int | None = Field(
+        None, ge=1, le=512,
+        description="Threads per inference call; default: $OMP_NUM_THREADS if set, else the cores this process may use",
+    )
+
+
 # --------------------------------------------------------------------------- root
 
 
@@ -322,6 +334,7 @@ class Config(_Section):
     rerank: RerankConfig = Field(default_factory=RerankConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     base_dir: str = Field(".", description="Folder relative paths resolve against (set by the loader)")
 
     def resolve_path(self, value: str | None) -> Path | None:

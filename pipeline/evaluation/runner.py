@@ -28,6 +28,7 @@ from ..ingest.chunking import chunk_documents, chunk_token_counter
 from ..ingest.qa import QASet
 from ..ingest.vectors import embed_nodes
 from ..models.embedding import build_cached_embedding, embedding_key
+from ..models.threads import configure_threads
 from ..retrieval.rerank import build_reranker
 from ..retrieval.search import SearchPipeline
 from ..storage.registry import BuiltRetriever, build_retriever, kind_of
@@ -84,6 +85,7 @@ class MatrixRunner:
     def embed_model(self, cfg: Config) -> Any:
         key = embedding_key(cfg.embedding)
         if key not in self._embed:
+            configure_threads(cfg.runtime.threads)
             self._embed[key] = build_cached_embedding(cfg.embedding, show_progress=self.show_progress)
         return self._embed[key]
 

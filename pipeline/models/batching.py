@@ -14,17 +14,28 @@ import time
 from concurrent.futures import Future
 from typing import Any, List
 
+import numpy as np
 from llama_index.core.embeddings import BaseEmbedding
 from pydantic import PrivateAttr
+
+from .threads import INFERENCE_LOCK
 
 logger = logging.getLogger(__name__)
 
 
-def embed_queries(model: BaseEmbedding, queries: list[str]) -> list[list[float]]:
-    """Query vectors for ``queries`` in one call where the model can batch (ours can), else one by one."""
+def embed_queries(model: BaseEmbedding, queries: list[str]) -> np.ndarray:
+    """float32 [n, dim] query vectors in one call where the model can batch (ours can), else one by one."""
     inner = getattr(model, "inner", model)
     batch = getattr(inner, "embed_queries", None)
-    return batch(queries) if callable(batch) else [model.get_query_embedding(q) for q in queries]
+    if callable(batch):
+        return np.asarray(batch(queries), dtype=np.float32)
+    return np.asarray([model.get_query_embedding(q) for q in queries], dtype=np.float32)
+
+
+def query_vector(model: BaseEmbedding, query: str) -> np.ndarray:
+    """One float32 query vector, through the model's own lean path (cache, batcher) when it has one."""
+    own = getattr(model, "query_vector", None)
+    return own(query) if callable(own) else embed_queries(model, [query])[0]
 
 
 class QueryBatcher(BaseEmbedding):
@@ -62,7 +73,8 @@ class QueryBatcher(BaseEmbedding):
                 except queue.Empty:
                     break
             try:
-                vectors = embed_queries(self._inner, [q for q, _ in batch])
+                with INFERENCE_LOCK:
+                    vectors = embed_queries(self._inner, [q for q, _ in batch])
             except BaseException as exc:  # noqa: BLE001 - every waiting caller gets the error
                 for _, fut in batch:
                     fut.set_exception(exc)
@@ -71,10 +83,14 @@ class QueryBatcher(BaseEmbedding):
                 fut.set_result(vec)
             logger.debug("embedded %d queries in one batch", len(batch))
 
-    def _get_query_embedding(self, query: str) -> List[float]:
+    def query_vector(self, query: str) -> np.ndarray:
+        """This query's float32 vector, computed in a batch with the queries that arrive with it."""
         fut: Future = Future()
         self._queue.put((query, fut))
         return fut.result()
+
+    def _get_query_embedding(self, query: str) -> List[float]:
+        return self.query_vector(query).tolist()
 
     async def _aget_query_embedding(self, query: str) -> List[float]:
         return self._get_query_embedding(query)

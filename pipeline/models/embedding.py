@@ -107,7 +107,9 @@ def embedding_key(cfg: EmbeddingConfig) -> str:
     if cfg.text_model:
         key += f"|text_model={cfg.text_model}"
     if cfg.backend != "torch":  # only when set, so keys of existing caches stay valid
-        key += f"|backend={cfg.backend}|quantize={cfg.quantize}"
+        from .onnx_embedding import RECIPES
+
+        key += f"|backend={cfg.backend}|quantize={RECIPES[cfg.quantize]}"
     return key
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any, List
 
+import numpy as np
 import torch
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 from pydantic import PrivateAttr
@@ -46,9 +47,13 @@ class PrecisionHFEmbedding(HuggingFaceEmbedding):
         self._target_devices = None
         return self
 
-    def embed_queries(self, queries: List[str]) -> List[List[float]]:
-        """Query vectors for many queries in one forward pass (the query prompt added, as for one)."""
-        return self._embed(queries, prompt_name="query")
+    def embed_queries(self, queries: List[str]) -> np.ndarray:
+        """float32 query vectors for many queries in one forward pass (the query prompt added, as for one)."""
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self._bf16 else nullcontext()
+        with torch.inference_mode(), ctx:
+            vecs = self._model.encode(queries, prompt_name="query", batch_size=self.embed_batch_size,
+                                      normalize_embeddings=self.normalize, convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vecs, dtype=np.float32)
 
     def embed_bare(self, texts: List[str]) -> List[List[float]]:
         """Vectors of ``texts`` with no prompt prefix (sentence-transformers adds nothing without a prompt name)."""

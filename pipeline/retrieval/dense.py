@@ -17,6 +17,7 @@ from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import BasePydanticVectorStore, MetadataFilters, VectorStoreQuery
 
 from ..core.errors import RetrievalError
+from ..models.batching import query_vector
 from .filters import FilterSpec, as_filters
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class DenseRetriever(BaseRetriever):
         if vector is None:
             if self.embed_model is None:
                 raise RetrievalError("dense retrieval needs an embedding model or a query embedding")
-            vector = self.embed_model.get_query_embedding(bundle.query_str)
+            vector = query_vector(self.embed_model, bundle.query_str)
         t1 = time.perf_counter()
         wanted = as_filters(filters)
         if self.filters is not None and wanted is not None:

@@ -11,6 +11,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from ..config import RerankConfig
 from ..core.errors import ModelResolutionError, RetrievalError
+from ..models.threads import INFERENCE_LOCK
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ class CrossEncoderReranker(BaseNodePostprocessor):
         if not nodes:
             return []
         pairs = [(query, n.node.get_content(metadata_mode=MetadataMode.EMBED)) for n in nodes]
-        scores = self._model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
+        with INFERENCE_LOCK:  # one model call at a time in a serving process (models/threads.py)
+            scores = self._model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
         if len(scores) != len(nodes):
             raise RetrievalError(f"cross-encoder returned {len(scores)} scores for {len(nodes)} passages")
         order = sorted(range(len(nodes)), key=lambda i: (-float(scores[i]), i))[: top_n or self.top_n]

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 from ..core.progress import progress
 from ..config import TokenizerConfig
 from ..core.errors import ConfigError, ModelResolutionError
+from ..models.threads import compute_threads
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def _kiwi() -> Any:
                     "tokenizer.name = 'kiwi' needs kiwipiepy: pip install kiwipiepy",
                     key="tokenizer.name", value="kiwi",
                 ) from exc
-            _KIWI = Kiwi()
+            _KIWI = Kiwi(num_workers=compute_threads())
             logger.info("loaded Kiwi morphological analyser (kiwipiepy %s)", _pkg_version("kiwipiepy"))
         return _KIWI
 

@@ -84,6 +84,7 @@ def similarity(
         from ..config import load_config
         from ..models.embedding import build_embedding
         from ..models.similarity import PromptKind, similarity_matrix
+        from ..models.threads import configure_threads
 
         kind = PromptKind.from_str(prompt)
         items = [_valid_text(s, "SENTENCES") for s in sentences or []]
@@ -95,6 +96,7 @@ def similarity(
         if not items:
             raise ConfigError("similarity: give sentences as arguments or with --file")
         cfg = load_config(config, set_ or [])
+        configure_threads(cfg.runtime.threads)
         sims = similarity_matrix(build_embedding(cfg.embedding), items, kind)
         if as_json:
             out = {"model": cfg.embedding.model, "prompt": kind.value, "sentences": items,

@@ -27,6 +27,7 @@ from ..ingest.chunking import chunk_documents, chunk_token_counter
 from ..ingest.loaders import load_documents
 from ..ingest.vectors import embed_nodes
 from ..models.embedding import build_cached_embedding, embedding_dim
+from ..models.threads import configure_threads
 from ..retrieval.filters import FilterSpec
 from ..retrieval.rerank import build_reranker
 from ..retrieval.search import MAX_QUERY_CHARS, SearchPipeline, SearchResult
@@ -81,8 +82,10 @@ class Pipeline:
         self._snapshot: Snapshot | None = None  # immutable; replaced by reference, never changed in place
         self._counter: Any = None  # chunk token counter (False: the model has none)
         self._batcher: Any = None  # QueryBatcher when serving many threads (batch_queries)
+        self._query_cache: Any = None  # QueryVectorCache (embedding.query_cache) around the query model
         self._open_lock = threading.Lock()  # first open only: queries never take it once a snapshot is served
         self._write_lock = threading.RLock()  # writes in this process; storage.lock covers other processes
+        configure_threads(config.runtime.threads)
 
     # ------------------------------------------------------------------ construction
 
@@ -126,8 +129,16 @@ class Pipeline:
 
     @property
     def _query_model(self) -> BaseEmbedding | None:
-        """The model dense retrievers embed queries with (the batcher when enabled)."""
-        return self._batcher or self.embed_model
+        """The model dense retrievers embed queries with: the query LRU, then the batcher when enabled."""
+        model = self._batcher or self.embed_model
+        size = self.config.embedding.query_cache
+        if model is None or not size:
+            return model
+        if self._query_cache is None or self._query_cache.inner is not model:
+            from ..models.query_cache import QueryVectorCache
+
+            self._query_cache = QueryVectorCache(model, size)
+        return self._query_cache
 
     def expected_embedding(self) -> dict[str, Any] | None:
         if not self.config.uses_dense():

