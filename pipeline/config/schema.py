@@ -280,6 +280,7 @@ class RerankConfig(_Section):
     candidates: int = Field(20, ge=1, description="Fused candidates scored by the cross-encoder; retrieval.top_k of them are returned")
     batch_size: int = Field(16, ge=1)
     max_length: int = Field(512, ge=8)
+    backend: Literal["torch", "onnx"] | None = Field(None, description="torch | onnx; unset: the same as embedding.backend")
 
 
 class LLMProvider(str, Enum):

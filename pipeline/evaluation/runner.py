@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from ..core.versions import library_versions
 from ..ingest.chunking import chunk_documents, chunk_token_counter
 from ..ingest.qa import QASet
 from ..ingest.vectors import embed_nodes
+from ..models.batching import query_vector
 from ..models.embedding import build_cached_embedding, embedding_key
 from ..models.threads import configure_threads
 from ..retrieval.rerank import build_reranker
@@ -103,12 +105,15 @@ class MatrixRunner:
                                    "passages_per_s": (new / secs) if new and secs else 0.0}
         return self._vectors[key], {"corpus_embedding": self.build_log[key]}
 
-    def query_vectors(self, cfg: Config) -> tuple[list[list[float]], list[float]]:
+    def query_vectors(self, cfg: Config) -> tuple[list[Any], list[float]]:
         """Every question's vector, each embedded alone and timed (the query-embedding stage)."""
         key = embedding_key(cfg.embedding) + cfg.embedding.query_prompt
         if key not in self._query_vecs:
             model = self.embed_model(cfg)
-            embed = model.get_query_embedding_cached if self.cache_queries and hasattr(model, "get_query_embedding_cached") else model.get_query_embedding
+            if self.cache_queries and hasattr(model, "get_query_embedding_cached"):
+                embed = model.get_query_embedding_cached
+            else:  # the lean path a served query takes (a float32 vector, no LlamaIndex call)
+                embed = partial(query_vector, model)
             vecs, secs = [], []
             for q in progress(self.qa.questions, "query embedding", show_progress=self.show_progress):
                 t0 = time.perf_counter()
@@ -136,7 +141,7 @@ class MatrixRunner:
         """One cross-encoder per rerank config, built by the same function ``Pipeline`` uses."""
         key = _key(cfg.rerank.model_dump(mode="json"))
         if key not in self._rerankers:
-            self._rerankers[key] = build_reranker(cfg.rerank)
+            self._rerankers[key] = build_reranker(cfg.rerank, cfg.embedding.backend)
         return self._rerankers[key]
 
     # ------------------------------------------------------------------ one setup

@@ -49,54 +49,90 @@ def _pooling(model_dir: Path) -> str:
     raise ConfigError(f"{cfg_file}: embedding.backend onnx supports mean or CLS pooling only; use backend: torch", key="embedding.backend")
 
 
-def _export_dir(model_dir: Path, quantize: str) -> Path:
+def _export_dir(model_dir: Path, quantize: str, head: str = "encoder") -> Path:
     weights = sorted(p for p in model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
     stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights)
     key = hashlib.sha256(f"{model_dir.resolve()}|{stamp}".encode()).hexdigest()[:16]
     root = Path(os.environ.get("RAGPIPE_MODEL_DIR") or Path.home() / ".cache" / "ragpipe" / "models").expanduser()
-    return root / "onnx" / f"{model_dir.name}-{key}" / RECIPES[quantize]
+    return root / "onnx" / f"{model_dir.name}-{key}" / (RECIPES[quantize] + ("" if head == "encoder" else f"-{head}"))
 
 
-def export_onnx(model_dir: str | Path, quantize: str = "none") -> Path:
-    """The ONNX file for the encoder in ``model_dir`` (exported on first use, atomically; then reused)."""
+def export_onnx(model_dir: str | Path, quantize: str = "none", head: str = "encoder") -> Path:
+    """The ONNX file for the model in ``model_dir`` (exported on first use, atomically; then reused).
+
+    ``head``: ``encoder`` (input ids and mask in, last hidden state out) or ``classifier`` (a
+    cross-encoder: ids, mask and token type ids in, logits out).
+    """
     model_dir = Path(model_dir)
-    target = _export_dir(model_dir, quantize)
+    target = _export_dir(model_dir, quantize, head)
     model_file = target / "model.onnx"
     if (target / MANIFEST).exists() and model_file.exists():
         return model_file
     import torch
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
-    class _Encoder(torch.nn.Module):
+    class _Wrapped(torch.nn.Module):
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner
 
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            if head == "encoder":
+                return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
 
+    loader = AutoModel if head == "encoder" else AutoModelForSequenceClassification
     try:
-        encoder = _Encoder(AutoModel.from_pretrained(str(model_dir))).eval()
-    except Exception as exc:  # noqa: BLE001 - any loader failure: the folder is not an exportable encoder
-        raise ModelResolutionError(f"{model_dir}: cannot load the encoder for ONNX export ({type(exc).__name__}: {exc})", path=model_dir) from exc
+        wrapped = _Wrapped(loader.from_pretrained(str(model_dir))).eval()
+    except Exception as exc:  # noqa: BLE001 - any loader failure: the folder is not an exportable model
+        raise ModelResolutionError(f"{model_dir}: cannot load the {head} for ONNX export ({type(exc).__name__}: {exc})", path=model_dir) from exc
     ids = torch.ones((2, 8), dtype=torch.long)
+    names = ["input_ids", "attention_mask"] + ([] if head == "encoder" else ["token_type_ids"])
+    output = "last_hidden_state" if head == "encoder" else "logits"
+    axes = {n: {0: "batch", 1: "seq"} for n in names} | {output: {0: "batch", 1: "seq"} if head == "encoder" else {0: "batch"}}
     with atomic_directory(target) as tmp:
         plain = tmp / ("fp32.onnx" if quantize == "int8" else "model.onnx")
         with torch.inference_mode():
-            torch.onnx.export(encoder, (ids, torch.ones_like(ids)), str(plain), input_names=["input_ids", "attention_mask"],
-                              output_names=["last_hidden_state"], opset_version=OPSET, dynamo=False,
-                              dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                                            "last_hidden_state": {0: "batch", 1: "seq"}})
+            torch.onnx.export(wrapped, tuple(torch.ones_like(ids) if n == "attention_mask" else (ids if n == "input_ids" else torch.zeros_like(ids))
+                                             for n in names), str(plain), input_names=names, output_names=[output],
+                              opset_version=OPSET, dynamo=False, dynamic_axes=axes)
         if quantize == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            # per-channel weight scales: min cosine to torch 0.994 on KLUE questions and passages (per-tensor: 0.976)
+            # per-channel weight scales: min cosine to torch 0.993 on 32 Korean and English sentences (per-tensor: 0.976)
             quantize_dynamic(str(plain), str(tmp / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True)
             plain.unlink()
-        write_json_atomic(tmp / MANIFEST, {"source": str(model_dir.resolve()), "quantize": quantize, "recipe": RECIPES[quantize], "opset": OPSET,
-                                           "torch": torch.__version__, "sha256": sha256_file(tmp / "model.onnx")})
-    logger.info("exported %s to ONNX (%s) at %s", model_dir, quantize, model_file)
+        write_json_atomic(tmp / MANIFEST, {"source": str(model_dir.resolve()), "head": head, "quantize": quantize, "recipe": RECIPES[quantize],
+                                           "opset": OPSET, "torch": torch.__version__, "sha256": sha256_file(tmp / "model.onnx")})
+    logger.info("exported %s (%s) to ONNX (%s) at %s", model_dir, head, quantize, model_file)
     return model_file
+
+
+def fast_tokenizer(model_dir: Path, max_length: int) -> Any:
+    """The model's ``tokenizer.json`` (Rust tokenizers, no transformers import), truncating and padding."""
+    from tokenizers import Tokenizer
+
+    tok_file = model_dir / "tokenizer.json"
+    if not tok_file.exists():
+        raise ModelResolutionError(f"{model_dir}: no tokenizer.json; the onnx backend needs a fast tokenizer", path=model_dir)
+    tokenizer = Tokenizer.from_file(str(tok_file))
+    tokenizer.enable_truncation(max_length)
+    pad_id = next((i for t in ("<pad>", "[PAD]") if (i := tokenizer.token_to_id(t)) is not None), 0)
+    tokenizer.enable_padding(pad_id=pad_id)
+    return tokenizer
+
+
+def onnx_session(path: Path) -> Any:
+    """An ONNX Runtime CPU session on ``compute_threads()`` threads whose idle threads sleep."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = compute_threads()
+    options.inter_op_num_threads = 1
+    # spinning pool threads take the cores that faiss, kiwi and a service's request threads need: with
+    # spinning a hybrid query's faiss search took 2.2 ms instead of 0.4, and a service served 94 req/s, not 102
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class OnnxEmbedding(BaseEmbedding):
@@ -110,27 +146,12 @@ class OnnxEmbedding(BaseEmbedding):
     _tokenizer: Any = PrivateAttr()
     _pooling: str = PrivateAttr()
 
-    def __init__(self, model_dir: str | Path, quantize: str = "none", threads: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, model_dir: str | Path, quantize: str = "none", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         model_dir = Path(model_dir)
-        tok_file = model_dir / "tokenizer.json"
-        if not tok_file.exists():
-            raise ModelResolutionError(f"{model_dir}: no tokenizer.json; embedding.backend onnx needs a fast tokenizer", path=model_dir)
         self._pooling = _pooling(model_dir)
-        self._tokenizer = Tokenizer.from_file(str(tok_file))
-        self._tokenizer.enable_truncation(self.max_length)
-        pad_id = self._tokenizer.token_to_id("<pad>") if self._tokenizer.token_to_id("<pad>") is not None else 0
-        self._tokenizer.enable_padding(pad_id=pad_id)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or compute_threads()
-        options.inter_op_num_threads = 1
-        # idle worker threads sleep instead of spinning: a spinning pool takes the cores that a busy
-        # service's request threads need (measured: 94 -> 102 req/s at concurrency 32)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(export_onnx(model_dir, quantize)), options, providers=["CPUExecutionProvider"])
+        self._tokenizer = fast_tokenizer(model_dir, self.max_length)
+        self._session = onnx_session(export_onnx(model_dir, quantize))
 
     @classmethod
     def class_name(cls) -> str:

@@ -41,8 +41,9 @@ def compute_threads() -> int:
 def configure_threads(threads: int | None = None) -> int:
     """Set torch and faiss (and, through ``compute_threads``, ONNX Runtime and kiwi) to ``threads``; return it.
 
-    torch and faiss share one OpenMP runtime here, so they get one value; threads started later (the
-    service's request and batching threads) inherit it. A single-query faiss search runs on one thread.
+    torch and faiss get one value (they may share one OpenMP runtime); torch's setting reaches threads
+    started later (the service's batching thread), faiss's the calling thread and, through
+    ``OMP_NUM_THREADS``, a faiss imported later. A single-query faiss search runs on one thread anyway.
     """
     global _THREADS
     if threads:

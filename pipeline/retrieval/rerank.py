@@ -40,6 +40,7 @@ class CrossEncoderReranker(BaseNodePostprocessor):
     batch_size: int = Field(default=16, ge=1, description="Pairs per cross-encoder forward pass")
     max_length: int = Field(default=512, ge=8, description="Max tokens of query + passage (longer is truncated)")
     device: str = Field(default="cpu", description="torch device for the model")
+    backend: str = Field(default="torch", description="torch (sentence-transformers) | onnx (ONNX Runtime, exported once)")
     keep_retrieval_score: bool = Field(
         default=False, description="Copy each node and keep its first-stage score in metadata['retrieval_score']"
     )
@@ -47,29 +48,31 @@ class CrossEncoderReranker(BaseNodePostprocessor):
 
     def __init__(self, model: str, model_path: str | None = None, **kwargs: Any) -> None:
         super().__init__(model=model, model_path=model_path, **kwargs)
-        try:
-            from sentence_transformers import CrossEncoder
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "CrossEncoderReranker needs sentence-transformers: pip install sentence-transformers"
-            ) from exc
         source = model_path or model
         try:
-            self._model = CrossEncoder(source, max_length=self.max_length, device=self.device,
-                                       local_files_only=model_path is not None)
+            if self.backend == "onnx":
+                from ..models.onnx_cross_encoder import OnnxCrossEncoder
+
+                self._model = OnnxCrossEncoder(source, max_length=self.max_length)
+            else:
+                from sentence_transformers import CrossEncoder
+
+                self._model = CrossEncoder(source, max_length=self.max_length, device=self.device,
+                                           local_files_only=model_path is not None)
         except Exception as exc:  # noqa: BLE001 - any loader failure means the model isn't usable
             where = f" from {model_path}" if model_path else ""
             raise ModelResolutionError(
                 f"rerank.model = {model!r}: cannot load the cross-encoder{where} ({type(exc).__name__}: {exc})",
                 path=model_path, key="rerank.model", value=model,
             ) from exc
-        logger.info("rerank: loaded cross-encoder %s on %s", source, self.device)
+        logger.info("rerank: loaded cross-encoder %s (backend %s)", source, self.backend)
 
     @classmethod
-    def from_config(cls, config: RerankConfig, model_path: str | None = None, device: str = "cpu") -> CrossEncoderReranker:
+    def from_config(cls, config: RerankConfig, model_path: str | None = None, device: str = "cpu",
+                    backend: str = "torch") -> CrossEncoderReranker:
         """Build from the ``rerank`` config section (``model_path``: the resolved model folder)."""
         return cls(model=config.model, model_path=model_path, batch_size=config.batch_size, max_length=config.max_length,
-                   device=device)
+                   device=device, backend=config.backend or backend)
 
     @classmethod
     def class_name(cls) -> str:
@@ -103,10 +106,13 @@ class CrossEncoderReranker(BaseNodePostprocessor):
         return node
 
 
-def build_reranker(config: RerankConfig) -> CrossEncoderReranker | None:
-    """The configured cross-encoder (None when ``rerank.enabled`` is false): the one place a reranker is built."""
+def build_reranker(config: RerankConfig, backend: str = "torch") -> CrossEncoderReranker | None:
+    """The configured cross-encoder (None when ``rerank.enabled`` is false): the one place a reranker is built.
+
+    ``backend``: the embedding's, used when ``rerank.backend`` is unset.
+    """
     if not config.enabled:
         return None
     from ..models.resolve import resolve_model
 
-    return CrossEncoderReranker.from_config(config, model_path=resolve_model(config.model))
+    return CrossEncoderReranker.from_config(config, model_path=resolve_model(config.model), backend=backend)

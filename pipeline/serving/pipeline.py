@@ -316,7 +316,7 @@ class Pipeline:
 
     def _load_reranker(self) -> Any:
         if self._reranker is None:
-            self._reranker = build_reranker(self.config.rerank)
+            self._reranker = build_reranker(self.config.rerank, self.config.embedding.backend)
         return self._reranker
 
     def search(self, query: str | QueryBundle, top_k: int | None = None, filters: FilterSpec = None) -> SearchResult:

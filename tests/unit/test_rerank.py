@@ -90,3 +90,22 @@ def test_unloadable_model_names_it(tmp_path: Path) -> None:
     with pytest.raises(ModelResolutionError, match="no-such/reranker") as err:
         CrossEncoderReranker(model="no-such/reranker", model_path=str(tmp_path / "missing"))
     assert err.value.key == "rerank.model"
+
+
+def test_onnx_backend_scores_like_sentence_transformers(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGPIPE_MODEL_DIR", str(tmp_path))  # export into a temp folder
+    onnx = CrossEncoderReranker(model="tiny/ce", model_path=str(tiny_model), top_n=len(PASSAGES), max_length=32, backend="onnx")
+    got = onnx.postprocess_nodes(_candidates(), query_str=QUERY)
+    scores = _reference_scores(tiny_model)
+    assert [n.node.node_id for n in got] == [f"p{i}" for i in sorted(range(len(PASSAGES)), key=lambda i: -scores[i])]
+    assert [n.score for n in got] == pytest.approx(sorted(scores, reverse=True), abs=1e-5)
+    assert list(tmp_path.rglob("model.onnx"))  # exported once, into the model cache
+
+
+def test_backend_follows_the_embedding_unless_set(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.retrieval.rerank import build_reranker
+
+    monkeypatch.setenv("RAGPIPE_MODEL_DIR", str(tmp_path))
+    cfg = RerankConfig(enabled=True, model=str(tiny_model), max_length=32)
+    assert build_reranker(cfg, "onnx").backend == "onnx"
+    assert build_reranker(cfg.model_copy(update={"backend": "torch"}), "onnx").backend == "torch"
