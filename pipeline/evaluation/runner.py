@@ -33,6 +33,7 @@ from ..models.embedding import build_cached_embedding, embedding_key
 from ..models.threads import configure_threads
 from ..retrieval.rerank import build_reranker
 from ..retrieval.search import SearchPipeline
+from ..retrieval.tokenizers import sharing_corpus_tokens
 from ..storage.registry import BuiltRetriever, build_retriever, kind_of
 from ..storage.snapshot import assemble
 from . import metrics
@@ -68,9 +69,10 @@ class MatrixRunner:
         self._nodes: dict[str, list[TextNode]] = {}
         self._embed: dict[str, Any] = {}
         self._vectors: dict[str, np.ndarray] = {}
-        self._query_vecs: dict[str, tuple[list[list[float]], list[float]]] = {}
+        self._query_vecs: dict[str, tuple[list[Any], list[float]]] = {}
         self._retrievers: dict[str, BuiltRetriever] = {}
         self._rerankers: dict[str, Any] = {}
+        self._corpus_tokens: dict[str, list[list[str]]] = {}  # kiwi analyses each corpus once per run
         self.build_log: dict[str, dict[str, float]] = {}
 
     # ------------------------------------------------------------------ shared artefacts
@@ -169,7 +171,8 @@ class MatrixRunner:
     def run_setup(self, name: str, cfg: Config, anchor: str | None = None) -> SetupRun:
         run = SetupRun(name)
         try:
-            searcher = self.build_setup(name, cfg, anchor, run.build_seconds)
+            with sharing_corpus_tokens(self._corpus_tokens):
+                searcher = self.build_setup(name, cfg, anchor, run.build_seconds)
         except ModelResolutionError as exc:
             run.skipped = f"model unavailable: {exc}"
             logger.warning("setup %s skipped: %s", name, run.skipped)

@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, List
 
@@ -87,11 +88,13 @@ class EmbeddingCache:
 class CachedEmbedding(BaseEmbedding):
     """Wraps any LlamaIndex embedding; passage vectors are cached, queries always computed.
 
-    ``new_embeddings`` and ``cache_hits`` count passage texts since the last ``reset_counts()``.
+    ``new_embeddings`` and ``cache_hits`` count passage texts since the last ``reset_counts()``;
+    ``embed_seconds`` is the time spent computing the new ones.
     """
 
     new_embeddings: int = 0
     cache_hits: int = 0
+    embed_seconds: float = 0.0
     chunk_size: int = 256
     show_progress: bool = False
     _inner: BaseEmbedding = PrivateAttr()
@@ -111,6 +114,7 @@ class CachedEmbedding(BaseEmbedding):
     def reset_counts(self) -> None:
         self.new_embeddings = 0
         self.cache_hits = 0
+        self.embed_seconds = 0.0
 
     def _key(self, text: str) -> str:
         return hashlib.sha256((self._key_prefix + text).encode("utf-8")).hexdigest()
@@ -139,7 +143,9 @@ class CachedEmbedding(BaseEmbedding):
             starts = range(0, len(missing), self.chunk_size)
             for start in progress(starts, "embedding", total=len(starts), show_progress=self.show_progress, unit="chunk"):
                 chunk = missing[start : start + self.chunk_size]
+                t0 = time.perf_counter()
                 vecs = self._inner.get_text_embedding_batch([text_of[k] for k in chunk])
+                self.embed_seconds += time.perf_counter() - t0
                 pairs = [(k, np.asarray(v, dtype=np.float32)) for k, v in zip(chunk, vecs)]
                 self._cache.put_many(pairs)
                 found.update(pairs)

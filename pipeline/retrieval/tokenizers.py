@@ -22,11 +22,15 @@ Every tokenizer reports ``spec()``: the full settings to persist and rebuild it 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
+from contextlib import contextmanager
+from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..core.progress import progress
 from ..config import TokenizerConfig
@@ -50,6 +54,25 @@ def _pkg_version(name: str) -> str | None:
         return version(name)
     except PackageNotFoundError:
         return None
+
+
+_CORPUS_MEMO: ContextVar[dict[str, list[list[str]]] | None] = ContextVar("ragpipe_corpus_tokens", default=None)
+MEMO_MIN_TEXTS = 64  # a corpus, not a query
+
+
+@contextmanager
+def sharing_corpus_tokens(memo: dict[str, list[list[str]]]) -> Iterator[None]:
+    """Inside the block, a corpus tokenised again with the same tokenizer spec reuses ``memo``'s tokens.
+
+    The evaluation matrix builds several lexical setups (BM25, TF-IDF, BoW) over one corpus: with this,
+    kiwi analyses it once. Other threads (a service's) never see the memo: context variables do not
+    cross threads.
+    """
+    token = _CORPUS_MEMO.set(memo)
+    try:
+        yield
+    finally:
+        _CORPUS_MEMO.reset(token)
 
 
 class Tokenizer:
@@ -79,10 +102,24 @@ class Tokenizer:
         return self.tokenize_many([text])[0]
 
     def tokenize_many(self, texts: Sequence[str], show_progress: bool = False) -> list[list[str]]:
-        """Tokenise many texts (batched where the library supports it)."""
+        """Tokenise many texts (batched where the library supports it; shared inside ``sharing_corpus_tokens``)."""
         texts = list(texts)
+        memo = _CORPUS_MEMO.get()
+        key = self._corpus_key(texts) if memo is not None and len(texts) >= MEMO_MIN_TEXTS else None
+        if key is not None and key in memo:
+            return [list(t) for t in memo[key]]
         out = progress(self._split_many(texts), desc=f"tokenize ({self.name})", total=len(texts), show_progress=show_progress, unit="doc")
-        return [self._finish(list(toks)) for toks in out]
+        lists = [self._finish(list(toks)) for toks in out]
+        if key is not None:
+            memo[key] = lists
+            return [list(t) for t in lists]
+        return lists
+
+    def _corpus_key(self, texts: list[str]) -> str:
+        digest = hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode())
+        for text in texts:
+            digest.update(text.encode("utf-8") + b"\0")
+        return digest.hexdigest()
 
     def spec(self) -> TokenizerSpec:
         """Everything needed to rebuild this tokenizer exactly (persisted with the index)."""

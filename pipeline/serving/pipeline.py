@@ -208,7 +208,8 @@ class Pipeline:
     def _report(self, snapshot: Snapshot, counts: tuple[int, ...], t0: float) -> IngestReport:
         embed = self.embed_model
         return IngestReport(str(self.index_path), len(snapshot.documents), len(snapshot.nodes), *counts,
-                            getattr(embed, "new_embeddings", 0), getattr(embed, "cache_hits", 0), {"total": time.perf_counter() - t0})
+                            getattr(embed, "new_embeddings", 0), getattr(embed, "cache_hits", 0),
+                            {"embedding": getattr(embed, "embed_seconds", 0.0), "total": time.perf_counter() - t0})
 
     def _embedding_info(self, vectors: Any) -> dict[str, Any] | None:
         info = self.expected_embedding()

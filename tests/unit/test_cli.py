@@ -27,6 +27,7 @@ def test_ingest_and_query_json(tiny_config: dict[str, Any], tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["documents"] == 6 and report["new_embeddings"] == 6
+    assert 0 < report["seconds"]["embedding"] <= report["seconds"]["total"]  # the CLI's passages/s
     result = runner.invoke(app, ["--quiet", "query", "-c", str(cfg), "김치는 어떻게 만드나요?", "--json", "--top-k", "2"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)

@@ -169,3 +169,23 @@ def test_expected_spec_is_order_free_and_checks_the_name_first():
     with pytest.raises(ConfigError, match="'mecab' is not a tokenizer; use one of: kiwi, whitespace, regex, hf:"):
         expected_spec(TokenizerConfig(name="mecab"))
     assert expected_spec(TokenizerConfig(name="regex"))["tags"] is None
+
+
+def test_a_corpus_is_tokenised_once_inside_sharing_corpus_tokens(monkeypatch) -> None:
+    from pipeline.retrieval.tokenizers import MEMO_MIN_TEXTS, WhitespaceTokenizer, sharing_corpus_tokens
+
+    calls = []
+    original = WhitespaceTokenizer._split_many
+    monkeypatch.setattr(WhitespaceTokenizer, "_split_many", lambda self, texts: calls.append(len(texts)) or original(self, texts))
+    corpus = [f"문서 {i} 내용" for i in range(MEMO_MIN_TEXTS)]
+    plain, other = WhitespaceTokenizer("whitespace"), WhitespaceTokenizer("whitespace", stopwords=["내용"])
+    memo: dict = {}
+    with sharing_corpus_tokens(memo):
+        first = plain.tokenize_many(corpus)
+        first[0].append("changed by the caller")  # callers get copies: the memo stays intact
+        again = WhitespaceTokenizer("whitespace").tokenize_many(corpus)
+        filtered = other.tokenize_many(corpus)  # another spec: tokenised again
+        plain.tokenize_many(corpus[:3])  # queries and small batches are not memoised
+    assert again == plain.tokenize_many(corpus) and again[0] == ["문서", "0", "내용"]
+    assert filtered[0] == ["문서", "0"]
+    assert calls == [MEMO_MIN_TEXTS, MEMO_MIN_TEXTS, 3, MEMO_MIN_TEXTS] and len(memo) == 2
