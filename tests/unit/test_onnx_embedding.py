@@ -45,3 +45,13 @@ def test_bad_backend_settings_are_config_errors() -> None:
         config_from_dict({"embedding": {"quantize": "int8"}, "retrieval": {"retrievers": [{"type": "dense"}]}})
     with pytest.raises(ConfigError, match="backend onnx runs huggingface encoders only"):
         config_from_dict({"embedding": {"provider": "openai", "backend": "onnx"}, "retrieval": {"retrievers": [{"type": "dense"}]}})
+
+
+def test_token_budget_batches_keep_order_and_vectors(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGPIPE_MODEL_DIR", str(tmp_path / "models"))
+    texts = SENTENCES + [" ".join(SENTENCES * 3), "짧다"]
+    small = build_embedding(EmbeddingConfig(model=str(tiny_model_dir), backend="onnx", batch_tokens=16, max_length=120))
+    batched = small.encode(texts)  # many small batches, sorted by length, then put back in order
+    one_by_one = np.stack([small.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    assert batched.dtype == np.float32 and batched.shape[0] == len(texts)
