@@ -41,9 +41,10 @@ def compute_threads() -> int:
 def configure_threads(threads: int | None = None) -> int:
     """Set torch and faiss (and, through ``compute_threads``, ONNX Runtime and kiwi) to ``threads``; return it.
 
-    torch and faiss get one value (they may share one OpenMP runtime); torch's setting reaches threads
-    started later (the service's batching thread), faiss's the calling thread and, through
-    ``OMP_NUM_THREADS``, a faiss imported later. A single-query faiss search runs on one thread anyway.
+    torch and faiss get one value (they may share one OpenMP runtime). torch's setting reaches threads
+    started later (the service's batching thread); faiss's reaches the calling thread and, through
+    ``OMP_NUM_THREADS``, a faiss imported later. A later call with ``threads=None`` keeps an earlier
+    explicit value (one process, one setting).
     """
     global _THREADS
     if threads:
