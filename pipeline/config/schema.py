@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from enum import Enum
 from pathlib import Path
@@ -109,9 +110,10 @@ class EmbeddingConfig(_Section):
     text_model: str | None = Field(
         None, description="clip: separate text encoder trained into the image model's space (e.g. a multilingual CLIP)"
     )
-    backend: Literal["torch", "onnx"] = Field(
+    backend: Literal["torch", "onnx", "auto"] = Field(
         "torch", description="huggingface: torch (sentence-transformers) | onnx (ONNX Runtime, exported once and cached; "
-        "same tokenizer, pooling, normalisation and prompts)")
+        "same tokenizer, pooling, normalisation and prompts) | auto (onnx where onnxruntime is installed and no pooling "
+        "override is set, else torch; resolved when the config loads)")
     quantize: Literal["none", "int8"] = Field(
         "none", description="onnx: dynamic int8 weights, per channel (about 2x faster queries; cosine >= 0.99 to fp32, "
         "but -0.008 MRR@10 on KLUE: docs/performance.md)")
@@ -157,6 +159,16 @@ class EmbeddingConfig(_Section):
             raise ValueError(f"repeated pooling mode in {names}")
         order = [m.value for m in PoolingMode]
         return sorted(names, key=order.index)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_auto_backend(cls, data: Any) -> Any:
+        """``backend: auto`` -> onnx where it can run this model, else torch (downstream sees only the two)."""
+        if isinstance(data, dict) and data.get("backend") == "auto":
+            provider = getattr(data.get("provider"), "value", data.get("provider") or "huggingface")
+            runs = provider == "huggingface" and not data.get("pooling") and importlib.util.find_spec("onnxruntime") is not None
+            data = {**data, "backend": "onnx" if runs else "torch"}
+        return data
 
     @model_validator(mode="after")
     def _onnx_for_huggingface_only(self) -> "EmbeddingConfig":

@@ -55,3 +55,16 @@ def test_token_budget_batches_keep_order_and_vectors(tiny_model_dir: Path, tmp_p
     one_by_one = np.stack([small.encode([t])[0] for t in texts])
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
     assert batched.dtype == np.float32 and batched.shape[0] == len(texts)
+
+
+def test_backend_auto_resolves_when_the_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    assert EmbeddingConfig(backend="auto").backend == "onnx"  # onnxruntime is a dependency
+    assert EmbeddingConfig(backend="auto", pooling=["cls"]).backend == "torch"  # a pooling override needs torch
+    assert EmbeddingConfig(backend="auto", quantize="int8").quantize == "int8"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert EmbeddingConfig(backend="auto").backend == "torch"
+    with pytest.raises(ValueError, match="quantize needs backend: onnx"):
+        EmbeddingConfig(backend="auto", quantize="int8")
