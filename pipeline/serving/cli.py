@@ -36,7 +36,7 @@ def ingest(
             f"indexed {report.documents} documents -> {report.nodes} nodes into {report.index_dir}\n"
             f"documents: {report.added} added, {report.changed} changed, {report.removed} removed, {report.unchanged} unchanged\n"
             f"embeddings: {report.new_embeddings} new, {report.cached_embeddings} from cache"
-            + (f" ({rate:.1f} passages/s)" if report.new_embeddings else "")
+            + (f" ({rate:.1f} passages/s)" if rate else "")
             + f"\ntime: {report.seconds['total']:.1f} s"
         )
 
