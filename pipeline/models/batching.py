@@ -38,17 +38,44 @@ def query_vector(model: BaseEmbedding, query: str) -> np.ndarray:
     return own(query) if callable(own) else embed_queries(model, [query])[0]
 
 
-class QueryBatcher(BaseEmbedding):
-    """Wraps an embedding; concurrent ``get_query_embedding`` calls share batched forward passes."""
+class QueryModelWrapper(BaseEmbedding):
+    """A query-side wrapper around an embedding: subclasses give ``query_vector``; passages pass straight through."""
 
     _inner: Any = PrivateAttr()
+
+    def __init__(self, inner: BaseEmbedding, **kwargs: Any) -> None:
+        super().__init__(model_name=getattr(inner, "model_name", "wrapped"), embed_batch_size=inner.embed_batch_size, **kwargs)
+        self._inner = inner
+
+    @property
+    def inner(self) -> BaseEmbedding:
+        return self._inner
+
+    def query_vector(self, query: str) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _get_query_embedding(self, query: str) -> List[float]:
+        return self.query_vector(query).tolist()
+
+    async def _aget_query_embedding(self, query: str) -> List[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> List[float]:
+        return self._inner.get_text_embedding(text)
+
+    def _get_text_embeddings(self, texts: List[str]) -> List[List[float]]:
+        return self._inner.get_text_embedding_batch(texts)
+
+
+class QueryBatcher(QueryModelWrapper):
+    """Wraps an embedding; concurrent ``get_query_embedding`` calls share batched forward passes."""
+
     _queue: Any = PrivateAttr()
     _wait: float = PrivateAttr()
     _max: int = PrivateAttr()
 
     def __init__(self, inner: BaseEmbedding, wait_ms: float = 2.0, max_batch: int = 16, **kwargs: Any) -> None:
-        super().__init__(model_name=getattr(inner, "model_name", "batched"), embed_batch_size=inner.embed_batch_size, **kwargs)
-        self._inner = inner
+        super().__init__(inner, **kwargs)
         self._queue = queue.Queue()
         self._wait = wait_ms / 1000.0
         self._max = max_batch
@@ -57,10 +84,6 @@ class QueryBatcher(BaseEmbedding):
     @classmethod
     def class_name(cls) -> str:
         return "QueryBatcher"
-
-    @property
-    def inner(self) -> BaseEmbedding:
-        return self._inner
 
     def _work(self) -> None:
         while True:
@@ -88,15 +111,3 @@ class QueryBatcher(BaseEmbedding):
         fut: Future = Future()
         self._queue.put((query, fut))
         return fut.result()
-
-    def _get_query_embedding(self, query: str) -> List[float]:
-        return self.query_vector(query).tolist()
-
-    async def _aget_query_embedding(self, query: str) -> List[float]:
-        return self._get_query_embedding(query)
-
-    def _get_text_embedding(self, text: str) -> List[float]:
-        return self._inner.get_text_embedding(text)
-
-    def _get_text_embeddings(self, texts: List[str]) -> List[List[float]]:
-        return self._inner.get_text_embedding_batch(texts)

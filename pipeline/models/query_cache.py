@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, List
+from typing import Any
 
 import numpy as np
 from llama_index.core.embeddings import BaseEmbedding
 from pydantic import PrivateAttr
 
-from .batching import query_vector
+from .batching import QueryModelWrapper, query_vector
 
 
-class QueryVectorCache(BaseEmbedding):
+class QueryVectorCache(QueryModelWrapper):
     """Wraps a query model; ``query_vector`` answers repeated queries from the last ``size`` distinct ones."""
 
-    _inner: Any = PrivateAttr()
     _size: int = PrivateAttr()
     _prompt: str = PrivateAttr()
     _lru: Any = PrivateAttr()
@@ -29,8 +28,7 @@ class QueryVectorCache(BaseEmbedding):
     misses: int = 0
 
     def __init__(self, inner: BaseEmbedding, size: int, **kwargs: Any) -> None:
-        super().__init__(model_name=getattr(inner, "model_name", "cached"), embed_batch_size=inner.embed_batch_size, **kwargs)
-        self._inner = inner
+        super().__init__(inner, **kwargs)
         self._size = size
         model = inner
         while not hasattr(model, "query_instruction") and hasattr(model, "inner"):  # through batcher and passage cache
@@ -42,10 +40,6 @@ class QueryVectorCache(BaseEmbedding):
     @classmethod
     def class_name(cls) -> str:
         return "QueryVectorCache"
-
-    @property
-    def inner(self) -> BaseEmbedding:
-        return self._inner
 
     def query_vector(self, query: str) -> np.ndarray:
         """The cached vector of ``query``, or the inner model's (then remembered, the oldest evicted)."""
@@ -65,15 +59,3 @@ class QueryVectorCache(BaseEmbedding):
             while len(self._lru) > self._size:
                 self._lru.popitem(last=False)
         return vec
-
-    def _get_query_embedding(self, query: str) -> List[float]:
-        return self.query_vector(query).tolist()
-
-    async def _aget_query_embedding(self, query: str) -> List[float]:
-        return self._get_query_embedding(query)
-
-    def _get_text_embedding(self, text: str) -> List[float]:
-        return self._inner.get_text_embedding(text)
-
-    def _get_text_embeddings(self, texts: List[str]) -> List[List[float]]:
-        return self._inner.get_text_embedding_batch(texts)
