@@ -26,6 +26,7 @@ from .schema import (
     ServingConfig,
     SparseVectorConfig,
     SplitterType,
+    StorageConfig,
     TokenizerConfig,
 )
 
@@ -34,5 +35,5 @@ __all__ = [
     "RETRIEVER_TYPES", "BM25Config", "BM25Method", "ChunkingConfig", "Config", "DataConfig", "DenseConfig",
     "EmbeddingConfig", "EmbeddingProvider", "FaissConfig", "FaissIndexType", "FusionConfig", "FusionMode", "LLMConfig",
     "LLMProvider", "LoaderType", "PoolingMode", "Precision", "RerankConfig", "RetrievalConfig", "RuntimeConfig", "ServingConfig", "SparseVectorConfig",
-    "SplitterType", "TokenizerConfig",
+    "SplitterType", "StorageConfig", "TokenizerConfig",
 ]

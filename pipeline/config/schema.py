@@ -9,12 +9,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from .section import _Section
+from .storage import StorageConfig
 
 
 # --------------------------------------------------------------------------- data
@@ -255,6 +253,7 @@ class DenseConfig(_Section):
 
 RetrieverConfig = Annotated[Union[BM25Config, SparseVectorConfig, DenseConfig], Field(discriminator="type")]
 RETRIEVER_TYPES = ("bm25", "tfidf", "bow", "dense")
+QDRANT_RETRIEVER_TYPES = ("bm25", "dense")
 
 
 class FusionMode(str, Enum):
@@ -349,6 +348,7 @@ class Config(_Section):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     base_dir: str = Field(".", description="Folder relative paths resolve against (set by the loader)")
 
     def resolve_path(self, value: str | None) -> Path | None:
@@ -360,6 +360,22 @@ class Config(_Section):
 
     def uses_dense(self) -> bool:
         return any(r.type == "dense" for r in self.retrieval.retrievers)
+
+    @model_validator(mode="after")
+    def _storage_supports_retrievers(self) -> "Config":
+        if self.storage.backend != "qdrant":
+            return self
+        for r in self.retrieval.retrievers:
+            if r.type not in QDRANT_RETRIEVER_TYPES:
+                raise ValueError(f"retrieval.retrievers[{r.name}].type: {r.type!r} cannot run on storage.backend qdrant "
+                                 f"(allowed: {', '.join(QDRANT_RETRIEVER_TYPES)})")
+            if r.type == "bm25" and r.method != BM25Method.LUCENE:
+                raise ValueError(f"retrieval.retrievers[{r.name}].method: {r.method.value!r} cannot run on storage.backend qdrant, "
+                                 "whose IDF is Lucene's (allowed: lucene)")
+        if self.storage.fusion == "server_rrf" and len(self.retrieval.retrievers) > 1 and self.retrieval.fusion.mode != FusionMode.RRF:
+            raise ValueError(f"storage.fusion: server_rrf fuses by RRF, but retrieval.fusion.mode is {self.retrieval.fusion.mode.value!r} "
+                             "(set it to rrf, or storage.fusion: client)")
+        return self
 
     def fingerprint(self) -> str:
         """sha256 of the resolved config (base_dir excluded)."""

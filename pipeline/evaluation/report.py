@@ -77,6 +77,7 @@ class SetupResult:
     build: dict[str, dict[str, float]] = field(default_factory=dict)
     latency_ms: dict[str, dict[str, float | None]] = field(default_factory=dict)
     per_query: dict[str, dict[str, float]] = field(default_factory=dict)
+    top10: dict[str, list[str]] = field(default_factory=dict)  # qid -> the first 10 document ids (to compare rankings)
 
 
 @dataclass
@@ -146,7 +147,7 @@ def build_setup_result(name: str, per_query: Mapping[str, Mapping[str, float]], 
                        config: Mapping[str, Any] | None = None,
                        groups: Mapping[str, Mapping[str, Any]] | None = None,
                        latencies_s: Mapping[str, Sequence[float]] | None = None,
-                       build: Mapping[str, Any] | None = None,
+                       build: Mapping[str, Any] | None = None, rankings: Mapping[str, Sequence[str]] | None = None,
                        n_resamples: int = 1000, seed: int = 0) -> SetupResult:
     """Summarise one setup: metric means with bootstrap CIs, breakdowns, latency (s -> ms), build times.
 
@@ -160,6 +161,7 @@ def build_setup_result(name: str, per_query: Mapping[str, Mapping[str, float]], 
         breakdowns=breakdowns, build=_normalise_build(build),
         latency_ms={stage: latency_summary(v) for stage, v in (latencies_s or {}).items()},
         per_query={q: dict(s) for q, s in per_query.items()},
+        top10={q: list(r[:10]) for q, r in (rankings or {}).items()},
     )
 
 

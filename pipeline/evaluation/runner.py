@@ -10,11 +10,14 @@ dense setup so its latency is still counted).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,6 +76,8 @@ class MatrixRunner:
         self._retrievers: dict[str, BuiltRetriever] = {}
         self._rerankers: dict[str, Any] = {}
         self._corpus_tokens: dict[str, list[list[str]]] = {}  # kiwi analyses each corpus once per run
+        self._qdrant: dict[str, tuple[Any, float]] = {}  # collections filled once per build settings (storage.backend qdrant)
+        self._tmp: list[Any] = []  # local-mode folders, removed with the runner
         self.build_log: dict[str, dict[str, float]] = {}
 
     # ------------------------------------------------------------------ shared artefacts
@@ -154,6 +159,8 @@ class MatrixRunner:
         build.update(chunk_build)
         if anchor not in (None, "llamaindex"):
             raise EvaluationError(f"unknown anchor kind {anchor!r}; expected: llamaindex")
+        if cfg.storage.backend == "qdrant":
+            return self.qdrant_stack(cfg, nodes, build)
         legs: dict[str, Any] = {}
         for rcfg in cfg.retrieval.retrievers:
             if anchor == "llamaindex" and rcfg.type != "dense":
@@ -167,6 +174,37 @@ class MatrixRunner:
             build["bm25_index"] = {"seconds": time.perf_counter() - t0}
             return first
         return assemble(cfg, legs, self.reranker(cfg) if cfg.rerank.enabled else None)
+
+    def qdrant_stack(self, cfg: Config, nodes: list[TextNode], build: dict[str, Any]) -> SearchPipeline:
+        """The setup's ``SearchPipeline`` over a Qdrant collection filled once per build settings: local mode in a
+        temporary folder, or a collection ``ragpipe-eval-<hash>`` on ``storage.url``."""
+        from ..storage.integrity import expected_build
+        from ..storage.qdrant_index import QdrantIndex
+        from ..storage.qdrant_store import connect
+        from ..storage.snapshot import doc_hash
+
+        key = _key(["qdrant", expected_build(cfg), cfg.storage.url])
+        vectors = None
+        if cfg.uses_dense():
+            vectors, emb_build = self.vectors(cfg, nodes)
+            build.update(emb_build)
+        if key not in self._qdrant:
+            name = "ragpipe-eval-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+            cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"collection": name, "path": None})})
+            if cfg.storage.url:
+                client = connect(cfg.storage, Path("."))
+            else:
+                self._tmp.append(tempfile.TemporaryDirectory(prefix="ragpipe-eval-qdrant-"))
+                client = connect(cfg.storage, Path(self._tmp[-1].name))
+            index = QdrantIndex(cfg, client=client)
+            t0 = time.perf_counter()
+            hashes = {d.doc_id: doc_hash(d) for d in self.qa.documents}
+            index.build(nodes, vectors, hashes, None, show_progress=self.show_progress)
+            self._qdrant[key] = (index, time.perf_counter() - t0)
+        index, seconds = self._qdrant[key]
+        build["qdrant_build"] = {"seconds": seconds}
+        model = self.embed_model(cfg) if cfg.uses_dense() else None
+        return index.search_stack(model, self.reranker(cfg) if cfg.rerank.enabled else None)
 
     def run_setup(self, name: str, cfg: Config, anchor: str | None = None) -> SetupRun:
         run = SetupRun(name)
@@ -244,7 +282,7 @@ def run_evaluation(ecfg: Any, limit: int | None = None, seed: int | None = None,
             continue
         per_query = metrics.evaluate_run(run.rankings, qa.qrels())
         res = report.build_setup_result(name, per_query, config=config, groups=groups, latencies_s=run.latencies,
-                                        build=run.build_seconds, n_resamples=ecfg.bootstrap_resamples, seed=seed)
+                                        build=run.build_seconds, rankings=run.rankings, n_resamples=ecfg.bootstrap_resamples, seed=seed)
         results.append(res)
         logger.info("setup %s: MRR@10 %.3f hit@10 %.3f (%.1f s)", name, res.metrics["mrr@10"]["mean"], res.metrics["hit@10"]["mean"], time.perf_counter() - t0)
     wall = time.perf_counter() - t_start

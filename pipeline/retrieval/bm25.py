@@ -66,6 +66,16 @@ def _formulas(method: str) -> tuple[Any, Any, float]:
     return scoring._select_idf_scorer(method), scoring._select_tfc_scorer(method), delta
 
 
+def saturated_tf(tf: np.ndarray, length: float, avgdl: float, cfg: BM25Config) -> np.ndarray:
+    """bm25s's term-frequency component for ``cfg.method`` (a document of ``length`` tokens, corpus average ``avgdl``).
+
+    The Qdrant backend sends it as a chunk's sparse vector and lets the engine apply the IDF.
+    """
+    _, tfc_fn, delta = _formulas(cfg.method.value)
+    return np.asarray(tfc_fn(tf_array=np.asarray(tf, dtype=np.float32), l_d=np.float32(length), l_avg=np.float32(avgdl),
+                             k1=cfg.k1, b=cfg.b, delta=delta), dtype=np.float32)
+
+
 @dataclass(frozen=True)
 class BM25Index:
     """Immutable BM25 statistics and postings over rows (a row is a node, live or deleted)."""

@@ -113,11 +113,12 @@ def demo(
     config: Path = typer.Option(Path("configs/default.yaml"), "--config", "-c", help="YAML config file"),
     questions: Optional[Path] = typer.Option(None, "--questions", help="JSONL of sample questions (default: data/sample_questions.jsonl)"),
     top_k: int = typer.Option(3, "--top-k", min=1),
+    set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Ingest the embedded sample corpus and answer its sample questions (retrieval only)."""
 
     def body() -> None:
-        pipe = _pipeline(config, [])
+        pipe = _pipeline(config, set_ or [])
         report = pipe.ingest()
         typer.echo(f"indexed {report.documents} documents ({report.nodes} nodes) into {report.index_dir}; "
                    f"{report.new_embeddings} new embeddings, {report.cached_embeddings} cached")

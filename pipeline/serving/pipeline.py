@@ -72,7 +72,17 @@ class PipelineView(BaseRetriever):
 
 
 class Pipeline:
-    """Ingest, load and query one configured index. Models load once per Pipeline."""
+    """Ingest, load and query one configured index. Models load once per Pipeline.
+
+    With ``storage.backend: qdrant`` the constructor returns a ``QdrantPipeline`` (same API, the index in a collection).
+    """
+
+    def __new__(cls, config: Config, *args: Any, **kwargs: Any) -> "Pipeline":
+        if cls is Pipeline and config.storage.backend == "qdrant":
+            from .qdrant_pipeline import QdrantPipeline
+
+            return super().__new__(QdrantPipeline)
+        return super().__new__(cls)
 
     def __init__(self, config: Config, show_progress: bool = False) -> None:
         self.config = config
@@ -169,10 +179,7 @@ class Pipeline:
         in other processes wait for the writer lock.
         """
         t0 = time.perf_counter()
-        docs = documents if documents is not None else load_documents(self.config, show_progress=self.show_progress)
-        if not docs:
-            raise LoaderError("no documents to index (empty corpus)")
-        self._reset_counts()
+        docs = self._source_documents(documents)
         with self._writing():
             if rebuild or index_dir.read_current(self.index_path) is None:
                 snapshot = write_version(self.index_path, self.config, self._fresh(docs))
@@ -187,6 +194,14 @@ class Pipeline:
             self._publish(snapshot)
         logger.info("ingested %d documents -> %d nodes into %s (%s)", len(docs), len(snapshot.nodes), self.index_path, snapshot.version)
         return self._report(snapshot, counts, t0)
+
+    def _source_documents(self, documents: list[Any] | None) -> list[Any]:
+        """``documents``, or the configured source's; an empty corpus is an error. Resets the embedding counters."""
+        docs = documents if documents is not None else load_documents(self.config, show_progress=self.show_progress)
+        if not docs:
+            raise LoaderError("no documents to index (empty corpus)")
+        self._reset_counts()
+        return docs
 
     def _fresh(self, docs: list[Any]) -> Snapshot:
         """Everything built from scratch over ``docs`` (not yet persisted)."""

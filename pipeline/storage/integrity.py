@@ -2,8 +2,8 @@
 
 Build-time settings (embedding model, prompts, normalize, max_length, pooling; chunking; each
 retriever's tokenizer spec, BM25 k1/b/method, sparse weighting, FAISS index type and build
-parameters) must match the index, or loading raises ``IndexMismatchError`` naming the key, the built
-value and the asked value. Query-time settings (``retrieval.top_k``, each retriever's ``candidate_k``
+parameters, or on Qdrant the collection's HNSW, on-disk and quantisation settings) must match the
+index, or loading raises ``IndexMismatchError`` naming the key, the built value and the asked value. Query-time settings (``retrieval.top_k``, each retriever's ``candidate_k``
 and ``weight``, ``faiss.ef_search`` / ``faiss.nprobe``, fusion mode and weights, rerank) apply without
 a rebuild.
 """
@@ -36,12 +36,18 @@ def expected_build(cfg: Config) -> dict[str, Any]:
         emb = cfg.embedding.model_dump(mode="json")
         out.update({f"embedding.{f}": emb[f] for f in EMBEDDING_BUILD_FIELDS})
     out.update({f"chunking.{k}": v for k, v in cfg.chunking.model_dump(mode="json").items()})
+    qdrant = cfg.storage.backend == "qdrant"
     for r in cfg.retrieval.retrievers:
-        out.update({f"retrieval.retrievers[{r.name}].{k}": v for k, v in kind_of(r).describe(r).items()})
+        out.update({f"retrieval.retrievers[{r.name}].{k}": v for k, v in kind_of(r).describe(r).items()
+                    if not (qdrant and k.startswith("faiss."))})  # on qdrant the engine's HNSW replaces FAISS
+    if qdrant:
+        s = cfg.storage
+        out.update({"storage.backend": "qdrant", "storage.hnsw.m": s.hnsw.m, "storage.hnsw.ef_construct": s.hnsw.ef_construct,
+                    "storage.on_disk": s.on_disk, "storage.quantization": s.quantization})
     return out
 
 
-def check_build(manifest: Manifest, cfg: Config, folder: Path) -> None:
+def check_build(manifest: Manifest, cfg: Config, folder: Path | str) -> None:
     """Raise ``IndexMismatchError`` at the first build-deciding setting the config asks to be otherwise."""
     for r in cfg.retrieval.retrievers:
         if r.name not in manifest.retrievers:

@@ -39,3 +39,16 @@ def test_korean_sentence_similarity_order(real_model: None) -> None:
     model = build_embedding(load_config(REPO / "configs" / "default.yaml").embedding)
     sim = similarity_matrix(model, ["잠이 안 옵니다", "졸음이 옵니다", "기차가 옵니다"], prompt="query")
     assert sim[0, 1] > sim[0, 2]
+
+
+def test_qdrant_demo_runs_from_the_cli(real_model: None, tmp_path: Path) -> None:
+    """`ragpipe demo -c configs/qdrant.yaml`: the default pipeline in a Qdrant collection (local mode)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pipeline.serving.cli", "--quiet", "demo", "-c", str(REPO / "configs" / "qdrant.yaml"),
+                          "--set", f"index_dir={tmp_path / 'index'}"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "indexed 45 documents" in out.stdout
+    found = int(out.stdout.strip().splitlines()[-1].split("/")[0])
+    assert found >= 9, out.stdout[-1500:]

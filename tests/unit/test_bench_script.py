@@ -39,3 +39,17 @@ def test_bench_smoke(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.M
 def test_bench_rejects_unknown_backend() -> None:
     with pytest.raises(SystemExit, match="unknown"):
         _bench().main(["--backends", "tensorrt"])
+
+
+def test_scale_bench_smoke(tmp_path: Path) -> None:
+    """scripts/scale_bench.py: every backend runs in its own process and reports a row (numbers are not checked)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "scale.json"
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "scale_bench.py"), "--sizes", "300", "--json", str(out)],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(out.read_text(encoding="utf-8"))
+    assert [r["backend"] for r in rows] == ["faiss-flat", "faiss-hnsw", "qdrant-local"]
+    assert all("error" not in r and r["n"] == 300 and r["peak_rss_mib"] > 0 for r in rows), rows
