@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from ..core.errors import ConfigError
 from .loading import apply_overrides, describe_error, load_config, project_root_for, read_yaml
 from .schema import Config
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from .section import _Section
 
 
 class DatasetConfig(_Section):

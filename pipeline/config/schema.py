@@ -272,6 +272,10 @@ class RetrievalConfig(_Section):
     top_k: int = Field(5, ge=1, description="Passages returned per query")
     retrievers: list[RetrieverConfig] = Field(min_length=1, description="One or more retrievers; several are fused")
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    aggregate: Literal["chunk", "document"] = Field(
+        "chunk", description="Fuse per chunk, or per document (each leg's best chunk score per document, then fusion; docs/tuning.md)")
+    aggregate_rest: float = Field(
+        0.0, ge=0, le=1, description="aggregate document: share of a document's other chunk scores added to its best (0 = max)")
 
     @field_validator("retrievers")
     @classmethod

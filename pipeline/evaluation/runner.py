@@ -257,8 +257,14 @@ def _llamaindex_anchor(cfg: Config, legs: dict[str, Any], nodes: list[TextNode],
 
 
 def run_evaluation(ecfg: Any, limit: int | None = None, seed: int | None = None, command: str = "",
-                   out_dir: str | None = None, show_progress: bool = True) -> tuple[Any, Any]:
-    """Load the QA set, run every setup, write the run directory; returns (results, report files)."""
+                   out_dir: str | None = None, show_progress: bool = True, allow_train_overlap: bool = False) -> tuple[Any, Any]:
+    """Load the QA set, run every setup, write the run directory; returns (results, report files).
+
+    :raises EvaluationError: a setup uses a fine-tuned model that saw these questions or documents in training
+        (unless ``allow_train_overlap``).
+    """
+    from ..training.manifest import check_overlap, trained_models
+
     from ..ingest.qa import read_qa_set
     from . import report
 
@@ -271,6 +277,13 @@ def run_evaluation(ecfg: Any, limit: int | None = None, seed: int | None = None,
     qa = qa_full.sample(limit, seed=seed)
     runner = MatrixRunner(qa, depth=ecfg.depth, show_progress=show_progress)
     groups = report.question_groups(qa.questions)
+    trained: list[str] = []
+    for name, cfg in setups.items():  # before anything runs: the guard fails fast
+        for role, model_dir, manifest in trained_models(cfg):
+            overlap = check_overlap(manifest, [q.text for q in qa.questions], [d.text for d in qa.documents],
+                                    f"setup {name}: {role} model {model_dir}", allow=allow_train_overlap)
+            trained.append(f"{name}: {role} model {model_dir} was fine-tuned on {manifest['train_set'].get('name')} "
+                           f"(overlap with this set: {overlap['questions']} questions, {overlap['documents']} documents).")
     t_start = time.perf_counter()
     results: list[Any] = []
     for name, cfg in setups.items():
@@ -294,6 +307,7 @@ def run_evaluation(ecfg: Any, limit: int | None = None, seed: int | None = None,
             "A hit is any node of the relevant document: node rankings are collapsed to documents (first occurrence) before scoring.",
             f"Each setup retrieves {ecfg.depth} nodes per query before collapsing to documents.",
             f"Matrix wall time {wall:.1f} s (includes embedding of anything not yet in the cache).",
+            *trained,
         ],
     )
     out = report.EvaluationResults(meta=meta, setups=results)

@@ -8,6 +8,12 @@ Modes (``FusionMode``), each applying the retriever's weight ``w``:
 * ``simple``            max over retrievers of ``w * score``
 
 Duplicates are merged by ``node_id`` before the top-k cut; ties are broken by (best single rank, node_id).
+
+``aggregate="document"`` fuses per document instead of per chunk: each retriever's chunks are grouped by
+document (score: the best chunk's, plus ``aggregate_rest`` times the sum of the others), the documents are
+fused as above, and each winning document is returned as its best chunk (the chunk of the retriever that
+contributed most to its fused score). A document whose BM25 evidence and dense evidence sit in different
+chunks then gets both.
 Retrievers run one after another in the calling thread; no LLM is involved. Nothing is stored on the
 fusion or its retrievers during a call (``search`` takes top_k, filters and depths as arguments), so
 one instance serves many threads.
@@ -75,7 +81,7 @@ class FusionRetriever(BaseRetriever):
     """
 
     def __init__(self, retrievers: Sequence[RetrieverEntry], config: FusionConfig | None = None,
-                 top_k: int = 5, **kwargs: object) -> None:
+                 top_k: int = 5, aggregate: str = "chunk", aggregate_rest: float = 0.0, **kwargs: object) -> None:
         entries = [RetrieverEntry(*e) for e in retrievers]
         if not entries:
             raise ConfigError("FusionRetriever needs at least one retriever", key="retrieval.retrievers")
@@ -96,6 +102,10 @@ class FusionRetriever(BaseRetriever):
             raise ConfigError("every retriever has weight 0; give at least one a positive weight", key="weight")
         if top_k < 1:
             raise ConfigError(f"retrieval.top_k = {top_k} must be >= 1", key="retrieval.top_k", value=top_k)
+        if aggregate not in ("chunk", "document"):
+            raise ConfigError(f"retrieval.aggregate = {aggregate!r}; expected chunk or document", key="retrieval.aggregate", value=aggregate)
+        self.aggregate = aggregate
+        self.aggregate_rest = aggregate_rest
         self.entries = entries
         self.config = config or FusionConfig()
         self.top_k = top_k
@@ -121,6 +131,8 @@ class FusionRetriever(BaseRetriever):
                 continue
             start = time.perf_counter()
             ranked[e.name] = _dedupe(self._run_one(e, bundle, wanted, timings))[: e.candidate_k]
+            if self.aggregate == "document":
+                ranked[e.name] = _by_document(ranked[e.name], self.aggregate_rest)
             trace.timings[e.name] = time.perf_counter() - start
         start = time.perf_counter()
         nodes = self._fuse(ranked, trace, top_k or self.top_k)
@@ -159,24 +171,45 @@ class FusionRetriever(BaseRetriever):
         scale = _SCALERS.get(self.config.mode)
         fused: dict[str, float] = {}
         best_rank: dict[str, int] = {}
-        first: dict[str, NodeWithScore] = {}
+        shown: dict[str, tuple[float, NodeWithScore]] = {}  # the node returned for a key: the largest contribution's
+        by_doc = self.aggregate == "document"
         for name, nodes in ranked.items():
             w = weights[name]
             normed = scale([n.score for n in nodes]) if scale else []
             for i, nws in enumerate(nodes):
-                nid, rank = nws.node.node_id, i + 1
-                first.setdefault(nid, nws)
+                nid, rank = (_doc_id(nws) if by_doc else nws.node.node_id), i + 1
                 best_rank[nid] = min(best_rank.get(nid, rank), rank)
                 trace.hits.setdefault(nid, {})[name] = (rank, nws.score)
                 if self.config.mode == FusionMode.RRF:
-                    fused[nid] = fused.get(nid, 0.0) + w / (self.config.rrf_k + rank)
+                    part = w / (self.config.rrf_k + rank)
+                    fused[nid] = fused.get(nid, 0.0) + part
                 elif self.config.mode == FusionMode.SIMPLE:
-                    s = w * (nws.score or 0.0)
-                    fused[nid] = max(fused[nid], s) if nid in fused else s
+                    part = w * (nws.score or 0.0)
+                    fused[nid] = max(fused[nid], part) if nid in fused else part
                 else:
-                    fused[nid] = fused.get(nid, 0.0) + w * normed[i]
+                    part = w * normed[i]
+                    fused[nid] = fused.get(nid, 0.0) + part
+                if nid not in shown or part > shown[nid][0]:
+                    shown[nid] = (part, nws)
         order = sorted(fused, key=lambda nid: (-fused[nid], best_rank[nid], nid))[:top_k]
-        return [NodeWithScore(node=first[nid].node, score=fused[nid]) for nid in order]
+        return [NodeWithScore(node=shown[nid][1].node, score=fused[nid]) for nid in order]
+
+
+def _doc_id(nws: NodeWithScore) -> str:
+    return nws.node.ref_doc_id or nws.node.node_id
+
+
+def _by_document(nodes: list[NodeWithScore], rest: float) -> list[NodeWithScore]:
+    """One retriever's ranked chunks as ranked documents: each document's best chunk, scored best + ``rest`` * sum(others)."""
+    groups: dict[str, list[NodeWithScore]] = {}
+    for n in nodes:
+        groups.setdefault(_doc_id(n), []).append(n)
+    docs = []
+    for chunks in groups.values():
+        best = max(chunks, key=lambda n: n.score or 0.0)
+        total = sum(n.score or 0.0 for n in chunks) - (best.score or 0.0)
+        docs.append(NodeWithScore(node=best.node, score=(best.score or 0.0) + rest * total))
+    return sorted(docs, key=lambda n: -(n.score or 0.0))  # stable: equal scores keep the retriever's order
 
 
 def _dedupe(nodes: list[NodeWithScore]) -> list[NodeWithScore]:

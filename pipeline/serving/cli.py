@@ -1,4 +1,4 @@
-"""``ragpipe`` command line: ingest | query | serve | demo | evaluate | tune | compact (tools in ``cli_tools``)."""
+"""``ragpipe`` command line: ingest | query | serve | demo | evaluate | tune | compact (tools in ``cli_tools``, training in ``cli_train``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import typer
 
 from ..core.errors import ConfigError
 from . import cli_tools  # noqa: F401  # registers the models, cache, similarity and query-image commands
+from . import cli_train  # noqa: F401  # registers the finetune commands
 from .cli_base import ConfigOpt, JsonOpt, SetOpt, _hits_json, _pipeline, _print_hits, _run, _state, _valid_text, app
 
 
@@ -148,6 +149,8 @@ def evaluate(
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling and bootstrap seed"),
     setups: Optional[str] = typer.Option(None, "--setups", help="Comma-separated subset of the config's setups"),
     out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Parent folder of the run directory"),
+    allow_train_overlap: bool = typer.Option(False, "--allow-train-overlap",
+                                             help="Evaluate fine-tuned models on questions or documents they were trained on"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Evaluate retriever setups side by side on a QA set; writes results.json, report.md and plots."""
@@ -163,7 +166,8 @@ def evaluate(
         ecfg = load_eval_config(config, overrides)
         args = sys.argv[sys.argv.index("evaluate") + 1 :] if "evaluate" in sys.argv else []
         command = " ".join(["ragpipe evaluate", *args])
-        results, files = run_evaluation(ecfg, limit=limit, seed=seed, command=command, out_dir=out_dir)
+        results, files = run_evaluation(ecfg, limit=limit, seed=seed, command=command, out_dir=out_dir,
+                                        allow_train_overlap=allow_train_overlap)
         if as_json:
             typer.echo(json.dumps({"run_dir": str(files.report_md.parent), "setups": {s.name: s.metrics if not s.skipped else {"skipped": s.skipped} for s in results.setups}}, ensure_ascii=False, indent=2))
         else:

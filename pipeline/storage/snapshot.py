@@ -74,7 +74,8 @@ def assemble(cfg: Config, legs: Mapping[str, Any], reranker: Any = None) -> Sear
         first: Any = legs[rcfgs[0].name]
     else:
         entries = [RetrieverEntry(r.name, legs[r.name], r.weight, r.candidate_k) for r in rcfgs]
-        first = FusionRetriever(entries, cfg.retrieval.fusion, top_k=cfg.retrieval.top_k)
+        first = FusionRetriever(entries, cfg.retrieval.fusion, top_k=cfg.retrieval.top_k, aggregate=cfg.retrieval.aggregate,
+                                aggregate_rest=cfg.retrieval.aggregate_rest)
     return SearchPipeline(first, cfg.retrieval.top_k, reranker, cfg.rerank.candidates)
 
 

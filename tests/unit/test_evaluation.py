@@ -95,3 +95,25 @@ def test_unknown_setup_and_kind(tmp_path: Path, tiny_model_dir: Path) -> None:
     cfg2 = _project(tmp_path / "b", tiny_model_dir, dataset={"kind": "msmarco", "path": str(FIXTURE)})
     result = runner.invoke(app, ["evaluate", "-c", str(cfg2)])
     assert result.exit_code == 1 and "unknown QA set kind 'msmarco'" in result.stderr
+
+
+def test_fine_tuned_model_is_not_evaluated_on_its_training_questions(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import shutil
+
+    from pipeline.ingest.qa import read_qa_set
+    from pipeline.training.pairs import text_hash
+
+    model = tmp_path / "ft-model"
+    shutil.copytree(tiny_model_dir, model)
+    qa = read_qa_set("klue_mrc", FIXTURE)
+    (model / "ragpipe_finetune.json").write_text(json.dumps({
+        "kind": "embedding", "train_set": {"name": "the-fixture"}, "train_question_hashes": [text_hash(qa.questions[0].text)],
+        "train_document_hashes": []}), encoding="utf-8")
+    cfg = _project(tmp_path, model, setups=["bm25-kiwi", "hybrid"])
+    refused = runner.invoke(app, ["--quiet", "evaluate", "-c", str(cfg)])
+    assert refused.exit_code != 0
+    assert "setup hybrid: embedding model" in refused.output and "trained on the-fixture and has seen 1 of these questions" in refused.output
+    allowed = runner.invoke(app, ["--quiet", "evaluate", "-c", str(cfg), "--allow-train-overlap", "--json"])
+    assert allowed.exit_code == 0, allowed.output
+    report = (Path(json.loads(allowed.stdout)["run_dir"]) / "report.md").read_text(encoding="utf-8")
+    assert "was fine-tuned on the-fixture (overlap with this set: 1 questions" in report

@@ -161,3 +161,29 @@ def test_config_errors() -> None:
         FusionRetriever([RetrieverEntry("x", stub, 1.0, 0)])
     with pytest.raises(ConfigError, match="at least one"):
         FusionRetriever([])
+
+
+def _chunk(doc: str, i: int) -> TextNode:
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo
+
+    node = TextNode(id_=f"{doc}#{i}", text=f"{doc} chunk {i}")
+    node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=doc)
+    return node
+
+
+def test_document_aggregation_meets_evidence_from_different_chunks() -> None:
+    """Page A's BM25 evidence is in A#0 and its dense evidence in A#1; page B has one middling chunk on both legs."""
+    a0, a1, b0, c0 = _chunk("A", 0), _chunk("A", 1), _chunk("B", 0), _chunk("C", 0)
+    lex = StubRetriever([(a0, 10.0), (b0, 6.0), (c0, 1.0), (a1, 0.5)])
+    dense = StubRetriever([(a1, 0.90), (b0, 0.85), (c0, 0.20), (a0, 0.10)])
+    entries = [RetrieverEntry("bm25", lex, 1.0, 10), RetrieverEntry("dense", dense, 1.0, 10)]
+    chunks = FusionRetriever(entries, FusionConfig(mode=FusionMode.RELATIVE_SCORE), top_k=3).retrieve("질문")
+    assert chunks[0].node.node_id == "B#0"  # per chunk, A's two halves never meet
+    docs = FusionRetriever(entries, FusionConfig(mode=FusionMode.RELATIVE_SCORE), top_k=3, aggregate="document").retrieve("질문")
+    assert [n.node.ref_doc_id for n in docs] == ["A", "B", "C"]  # one best chunk per document
+    assert docs[0].score == pytest.approx(2.0)  # A: best on both legs after min-max per document
+    assert docs[0].node.node_id == "A#0"  # the chunk of the leg that gave A the most (ties: the first leg)
+    rest = FusionRetriever(entries, FusionConfig(mode=FusionMode.RRF), top_k=3, aggregate="document", aggregate_rest=0.5)
+    assert [n.node.ref_doc_id for n in rest.retrieve("질문")] == ["A", "B", "C"]
+    with pytest.raises(ConfigError, match="retrieval.aggregate"):
+        FusionRetriever(entries, aggregate="page")

@@ -1,0 +1,90 @@
+"""``ragpipe finetune embedding``: fine-tune the configured sentence-transformers model on a QA set.
+
+sentence-transformers' own ``SentenceTransformerTrainer`` with ``MultipleNegativesRankingLoss``: each
+question against its positive passage, the other questions' passages in the batch, and its BM25-mined
+hard negatives (``training.pairs``), with the e5 ``query: `` / ``passage: `` prompts on the columns. The
+validation split is scored with ``InformationRetrievalEvaluator`` (MRR@10) before training and at every
+checkpoint; the best checkpoint is kept. The output folder is a standard sentence-transformers model plus
+``ragpipe_finetune.json`` (``training.manifest``), so ``embedding.model: <out>`` uses it unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..core.errors import EvaluationError
+from ..ingest.qa import QASet
+from ..models.resolve import resolve_model
+from .manifest import write_manifest
+from .pairs import PairSet, make_pairs
+from .runs import TrainingRun, checkpoint_to_resume, training_precision
+
+logger = logging.getLogger(__name__)
+
+VAL_NAME = "val"
+BEST_METRIC = f"eval_{VAL_NAME}_cosine_mrr@10"
+
+
+def _evaluator(pairs: PairSet, cfg: Config, batch_size: int) -> Any:
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    return InformationRetrievalEvaluator(
+        {q.qid: q.text for q in pairs.val_questions}, pairs.val_passages, pairs.val_relevant, name=VAL_NAME,
+        mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 10], precision_recall_at_k=[10], map_at_k=[10],
+        query_prompt=cfg.embedding.query_prompt, corpus_prompt=cfg.embedding.passage_prompt, batch_size=batch_size,
+        write_csv=False)
+
+
+def finetune_embedding(cfg: Config, qa: QASet, out_dir: Path, *, epochs: float = 1.0, batch_size: int = 32, lr: float = 2e-5,
+                       negatives: int = 1, val_fraction: float = 0.1, eval_steps: int | None = None, max_steps: int = -1,
+                       seed: int = 0, resume: bool = False, device: str | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Train, keep the best checkpoint by validation MRR@10, write the model and its manifest; returns the manifest."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+
+    if cfg.embedding.provider.value != "huggingface":
+        raise EvaluationError(f"finetune embedding needs a sentence-transformers model (embedding.provider: huggingface), "
+                              f"not {cfg.embedding.provider.value}", key="embedding.provider")
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    pairs = make_pairs(qa, cfg, negatives=negatives, val_fraction=val_fraction, seed=seed, show_progress=show_progress)
+    base = resolve_model(cfg.embedding.model)
+    model = SentenceTransformer(base, device=device)
+    model.max_seq_length = cfg.embedding.max_length
+    columns = {"anchor": [e.query for e in pairs.train], "positive": [e.positive for e in pairs.train]}
+    for i in range(negatives):
+        columns[f"negative_{i + 1}"] = [e.negatives[i] for e in pairs.train]
+    train = Dataset.from_dict(columns)
+    prompts = {"anchor": cfg.embedding.query_prompt, **{c: cfg.embedding.passage_prompt for c in columns if c != "anchor"}}
+    steps_per_epoch = max(1, len(train) // batch_size)
+    every = eval_steps or max(1, steps_per_epoch // 4)
+    run = TrainingRun(out_dir)
+    precision = training_precision(model.device.type)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(run.checkpoints), num_train_epochs=epochs, max_steps=max_steps, per_device_train_batch_size=batch_size,
+        learning_rate=lr, warmup_steps=0.1, seed=seed, bf16=precision == "bf16", fp16=False, use_cpu=model.device.type == "cpu",
+        batch_sampler=BatchSamplers.NO_DUPLICATES, prompts=prompts,
+        eval_strategy="steps", eval_steps=every, save_strategy="steps", save_steps=every, save_total_limit=2,
+        load_best_model_at_end=True, metric_for_best_model=BEST_METRIC, greater_is_better=True,
+        logging_steps=max(1, every // 2), report_to="none", disable_tqdm=not show_progress, dataloader_drop_last=True,
+    )
+    evaluator = _evaluator(pairs, cfg, batch_size)
+    before = evaluator(model)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=MultipleNegativesRankingLoss(model),
+                                         evaluator=evaluator)
+    run.train(trainer, checkpoint_to_resume(run.checkpoints) if resume else None)
+    trainer.model.save(str(out_dir))
+    curve = [{"step": 0, "mrr@10": before[f"{VAL_NAME}_cosine_mrr@10"]}] + run.curve(trainer, BEST_METRIC)
+    return write_manifest(out_dir, kind="embedding", base_model=cfg.embedding.model, base_path=base, pairs=pairs, curve=curve,
+                          hyper={"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "negatives": negatives,
+                                 "max_length": cfg.embedding.max_length, "loss": "MultipleNegativesRankingLoss", "precision": precision,
+                                 "prompts": prompts, "seed": seed},
+                          seconds=time.perf_counter() - t0, device=str(model.device))

@@ -1,0 +1,108 @@
+"""Training pairs from a QA set: (question, relevant passage, BM25-mined hard negatives), split by document.
+
+Passages are the QA set's documents chunked as the config chunks them (in the embedding model's tokens),
+so the model learns on what it will later search. A question's positive is the chunk of its relevant
+document that holds an answer span (else that document's best BM25 chunk); its hard negatives are the
+best BM25 chunks of other documents. Train and validation are split by *document*: no validation
+question's passage was ever a training positive or negative. Validation searches every chunk of the set,
+as the evaluation does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from llama_index.core.schema import TextNode
+
+from ..config import BM25Config, Config
+from ..core.errors import EvaluationError
+from ..ingest.chunking import chunk_documents, chunk_token_counter
+from ..ingest.qa import QAQuestion, QASet
+from ..retrieval.bm25 import BM25Retriever
+
+
+def text_hash(text: str) -> str:
+    """A short, whitespace-insensitive hash of a question or passage (what a model manifest records)."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class Example:
+    """One training example: a question, its positive passage and hard negatives."""
+
+    qid: str
+    query: str
+    positive: str
+    negatives: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PairSet:
+    """Training examples, the validation split and what they were made from."""
+
+    train: list[Example]
+    val_questions: list[QAQuestion]
+    val_passages: dict[str, str]  # chunk id -> text: the validation corpus (every chunk of the set)
+    val_relevant: dict[str, set[str]]  # qid -> relevant chunk ids
+    train_question_hashes: list[str]
+    train_document_hashes: list[str]  # the documents that gave a positive or a negative
+    source: dict[str, Any]
+
+
+def _doc(node: TextNode) -> str:
+    return node.ref_doc_id or node.node_id
+
+
+def _positive(q: QAQuestion, chunks: Sequence[TextNode], bm25_rank: dict[str, int]) -> TextNode | None:
+    with_answer = [c for c in chunks if any(a and a in c.text for a in q.answers)]
+    pool = with_answer or list(chunks)
+    if not pool:
+        return None
+    return min(pool, key=lambda c: bm25_rank.get(c.node_id, 10**9))
+
+
+def make_pairs(qa: QASet, cfg: Config, *, negatives: int = 1, val_fraction: float = 0.1, seed: int = 0,
+               mine_depth: int = 30, show_progress: bool = False) -> PairSet:
+    """Chunk ``qa``'s documents, mine hard negatives with kiwi BM25, split by document."""
+    if not 0 < val_fraction < 1:
+        raise EvaluationError(f"val_fraction = {val_fraction} must be between 0 and 1", key="val_fraction", value=val_fraction)
+    counter = chunk_token_counter(cfg.embedding)
+    nodes = chunk_documents(qa.documents, cfg.chunking, tokenizer=counter, show_progress=show_progress)
+    by_doc: dict[str, list[TextNode]] = {}
+    for n in nodes:
+        by_doc.setdefault(n.ref_doc_id or n.node_id, []).append(n)
+    doc_ids = sorted(by_doc)
+    random.Random(seed).shuffle(doc_ids)
+    n_val = max(1, int(round(len(doc_ids) * val_fraction)))
+    val_docs = set(doc_ids[:n_val])
+    bm25_cfg = next((r for r in cfg.retrieval.retrievers if r.type == "bm25"), None) or BM25Config(tokenizer={"name": "kiwi"})
+    bm25 = BM25Retriever.from_nodes(nodes, bm25_cfg, show_progress=show_progress)
+    train, val_q, used_docs = [], [], set()
+    for q in qa.questions:
+        rel = set(q.relevant_doc_ids)
+        if rel & val_docs:
+            if rel <= val_docs:
+                val_q.append(q)
+            continue  # a question touching both splits is used for neither
+        hits = bm25.search(q.text, top_k=mine_depth)
+        rank = {h.node.node_id: i for i, h in enumerate(hits)}
+        pos = _positive(q, [c for d in q.relevant_doc_ids for c in by_doc.get(d, [])], rank)
+        if pos is None:
+            continue
+        negs = [h.node for h in hits if _doc(h.node) not in rel and _doc(h.node) not in val_docs and h.node.text != pos.text][:negatives]
+        if len(negs) < negatives:
+            continue  # MNRL with a fixed number of negative columns needs every row complete
+        train.append(Example(q.qid, q.text, pos.text, [n.text for n in negs]))
+        used_docs.update([_doc(pos), *(_doc(n) for n in negs)])
+    if not train or not val_q:
+        raise EvaluationError(f"{qa.name}: {len(train)} training and {len(val_q)} validation questions; need some of each")
+    val_passages = {n.node_id: n.text for n in nodes}  # every chunk: training documents' chunks are distractors
+    val_relevant = {q.qid: {n.node_id for d in q.relevant_doc_ids for n in by_doc[d]} for q in val_q}
+    return PairSet(train, val_q, val_passages, val_relevant,
+                   sorted({text_hash(e.query) for e in train}), sorted({text_hash(d.text) for d in qa.documents if d.doc_id in used_docs}),
+                   {"name": qa.name, "source": qa.source, "fingerprint": qa.fingerprint(), "documents": len(qa.documents),
+                    "questions": len(qa.questions), "train_examples": len(train), "val_questions": len(val_q),
+                    "val_documents": len(val_docs), "negatives": negatives, "seed": seed, "val_fraction": val_fraction})
