@@ -63,6 +63,9 @@ def finetune_embedding(
                        max_steps=max_steps, seed=seed, resume=resume, device=device)
         curve = ", ".join(f"{p['step']}: {p['mrr@10']:.3f}" for p in manifest["validation_curve"])
         typer.echo(f"fine-tuned model at {folder} (validation MRR@10 by step: {curve}; {manifest['train_seconds']:.0f} s on {manifest['device']})")
+        if manifest["best"] and not manifest["beats_base"]:
+            typer.echo(f"warning: no checkpoint beat the base model on validation (kept step {manifest['best']['step']}); "
+                       "the base model is the better choice", err=True)
         typer.echo(f"use it with: --set embedding.model={folder}")
 
     _run(body)

@@ -7,6 +7,7 @@ refuses an evaluation whose questions or passages the model was trained on.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -16,14 +17,22 @@ from ..core.io import read_json, write_json_atomic
 from ..core.versions import library_versions
 from .pairs import PairSet, text_hash
 
+logger = logging.getLogger(__name__)
+
 MANIFEST = "ragpipe_finetune.json"
 
 
 def write_manifest(out_dir: Path, *, kind: str, base_model: str, base_path: str, pairs: PairSet, curve: Sequence[Mapping[str, float]],
                    hyper: Mapping[str, Any], seconds: float, device: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    best = max(curve, key=lambda p: p["mrr@10"]) if curve else None
+    trained = [p for p in curve if p["step"] > 0]
+    saved = max(trained, key=lambda p: p["mrr@10"]) if trained else None  # the checkpoint written out (step 0 is the base)
+    base = next((p for p in curve if p["step"] == 0), None)
+    if saved and base and saved["mrr@10"] < base["mrr@10"]:
+        logger.warning("no checkpoint beat the base model on validation MRR@10 (%.4f at step %d < %.4f before training): "
+                       "the saved model is worse than %s", saved["mrr@10"], saved["step"], base["mrr@10"], base_model)
     manifest = {"kind": kind, "base_model": base_model, "base_path": base_path, "train_set": pairs.source,
-                "hyperparameters": dict(hyper), "validation_curve": list(curve), "best": best, "train_seconds": round(seconds, 1),
+                "hyperparameters": dict(hyper), "validation_curve": list(curve), "best": saved,
+                "beats_base": bool(saved and base and saved["mrr@10"] > base["mrr@10"]), "train_seconds": round(seconds, 1),
                 "device": device, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "libraries": library_versions(),
                 "train_question_hashes": pairs.train_question_hashes, "train_document_hashes": pairs.train_document_hashes,
                 **dict(extra or {})}
