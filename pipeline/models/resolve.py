@@ -30,14 +30,19 @@ def resolve_model(name: str) -> str:
         if hub:
             return hub
 
-    from .prepare import is_prepared, prepared_model_path
+    from .prepare import E5_SMALL_ID, is_prepared, prepared_model_path
 
     prepared = prepared_model_path(name)
     if is_prepared(name):
         logger.info("model %s: using prepared copy %s", name, prepared)
         return str(prepared)
-    tried.append(f"prepared copy {prepared} (missing; run `ragpipe models prepare`)")
-    raise ModelResolutionError(f"cannot resolve model {name!r}; tried: " + "; ".join(tried), value=name)
+    if name == E5_SMALL_ID:
+        tried.append(f"prepared copy {prepared} (missing; run `ragpipe models prepare`)")
+        raise ModelResolutionError(f"cannot resolve model {name!r}; tried: " + "; ".join(tried), value=name)
+    tried.append(f"prepared copy {prepared} (missing; `ragpipe models prepare` builds only {E5_SMALL_ID})")
+    raise ModelResolutionError(f"cannot resolve model {name!r}; tried: " + "; ".join(tried) + ". Point at a local model folder, or "
+                               "train one here: `ragpipe finetune embedding|reranker` (docs/finetune.md; "
+                               "scripts/train_models.sh builds the evaluation's)", value=name)
 
 
 def _from_hf_hub(name: str, tried: list[str]) -> str | None:

@@ -25,7 +25,7 @@ from ..core.errors import RetrievalError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FilterIndex", "FilterSpec", "as_filters", "filter_keys", "matches", "metadata_mask"]
+__all__ = ["FilterIndex", "FilterSpec", "as_filters", "filter_keys", "matches", "metadata_mask", "warn_unknown_keys"]
 
 FilterSpec = MetadataFilters | Mapping[str, Any] | None
 """What callers may pass: ``MetadataFilters``, a plain ``{key: value}`` dict (ANDed equality; a list value
@@ -68,6 +68,16 @@ def as_filters(spec: FilterSpec) -> MetadataFilters | None:
             items.append(MetadataFilter(key=str(key), value=list(value) if op == FilterOperator.IN else value, operator=op))
         return MetadataFilters(filters=items)
     raise RetrievalError(f"filters: expected MetadataFilters or a dict of key -> value, got {type(spec).__name__}", key="filters")
+
+
+def warn_unknown_keys(spec: FilterSpec, known: frozenset[str] | set[str]) -> set[str]:
+    """Log a warning naming each filtered key that no passage has (such a filter can only match nothing,
+    or everything under ``!=``), with the keys that exist; returns the unknown keys."""
+    unknown = filter_keys(as_filters(spec)) - set(known)
+    if unknown:
+        logger.warning("filter on %s: no passage has %s; known metadata keys: %s", ", ".join(sorted(unknown)),
+                       "this key" if len(unknown) == 1 else "these keys", ", ".join(sorted(known)) or "(none)")
+    return unknown
 
 
 def filter_keys(filters: MetadataFilters | None) -> set[str]:

@@ -29,8 +29,20 @@ SetOpt = typer.Option(None, "--set", help="Override a config key, e.g. --set ret
 JsonOpt = typer.Option(False, "--json", help="Print JSON on stdout")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"ragpipe {version('ragpipe')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("ragpipe (not installed; version unknown)")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit"),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and debug logs"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, warnings only"),
 ) -> None:

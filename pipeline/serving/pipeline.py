@@ -28,7 +28,7 @@ from ..ingest.loaders import load_documents
 from ..ingest.vectors import embed_nodes
 from ..models.embedding import build_cached_embedding, embedding_dim
 from ..models.threads import configure_threads
-from ..retrieval.filters import FilterSpec
+from ..retrieval.filters import FilterSpec, warn_unknown_keys
 from ..retrieval.rerank import build_reranker
 from ..retrieval.search import MAX_QUERY_CHARS, SearchPipeline, SearchResult
 from ..storage import index_dir
@@ -337,12 +337,16 @@ class Pipeline:
 
     def search(self, query: str | QueryBundle, top_k: int | None = None, filters: FilterSpec = None) -> SearchResult:
         """Ranked passages and per-stage seconds for ``query``; safe to call from many threads at once."""
-        return self._served().search.run(query, top_k=top_k, filters=filters)
+        served = self._served()
+        if filters:
+            warn_unknown_keys(filters, served.metadata_keys)
+        return served.search.run(query, top_k=top_k, filters=filters)
 
     def retrieve(self, query: str | QueryBundle, top_k: int | None = None, filters: FilterSpec = None) -> list[NodeWithScore]:
         """Ranked passages for ``query`` (scores, node ids, document ids and metadata on each node).
 
-        ``filters``: ``MetadataFilters`` or a plain dict (``{"category": "건강"}``, ANDed equality). No lock
+        ``filters``: ``MetadataFilters`` or a plain dict (``{"category": "건강"}``, ANDed equality); a key no
+        passage has is warned about, naming the known keys. No lock
         is taken: the served snapshot is immutable and a reload swaps it by reference.
         """
         return self.search(query, top_k=top_k, filters=filters).nodes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -61,6 +62,11 @@ class Snapshot:
     wal_records: int = 0
     manifest: index_dir.Manifest | None = None
     embedding: dict[str, Any] | None = None
+
+    @cached_property
+    def metadata_keys(self) -> frozenset[str]:
+        """Every metadata key some node has (what a filter can match; computed on first use)."""
+        return frozenset(k for n in self.nodes.values() for k in n.metadata)
 
 
 def assemble(cfg: Config, legs: Mapping[str, Any], reranker: Any = None) -> SearchPipeline:

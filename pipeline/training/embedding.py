@@ -1,6 +1,7 @@
 """``ragpipe finetune embedding``: fine-tune the configured sentence-transformers model on a QA set.
 
-sentence-transformers' own ``SentenceTransformerTrainer`` with ``MultipleNegativesRankingLoss``: each
+sentence-transformers' own ``SentenceTransformerTrainer`` with ``MultipleNegativesRankingLoss`` (scale 100 by
+default: e5 was trained at temperature 0.01, and the loss's usual 20 reshapes its similarity range): each
 question against its positive passage, the other questions' passages in the batch, and its BM25-mined
 hard negatives (``training.pairs``), with the e5 ``query: `` / ``passage: `` prompts on the columns. The
 validation split is scored with ``InformationRetrievalEvaluator`` (MRR@10) before training and at every
@@ -21,7 +22,7 @@ from ..ingest.qa import QASet
 from ..models.resolve import resolve_model
 from .manifest import write_manifest
 from .pairs import PairSet, make_pairs
-from .runs import TrainingRun, checkpoint_to_resume, training_precision
+from .runs import TrainingRun, checkpoint_to_resume, freeze_word_embeddings, trainer_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def _evaluator(pairs: PairSet, cfg: Config, batch_size: int) -> Any:
 
 
 def finetune_embedding(cfg: Config, qa: QASet, out_dir: Path, *, epochs: float = 1.0, batch_size: int = 32, lr: float = 2e-5,
-                       negatives: int = 1, val_fraction: float = 0.1, eval_steps: int | None = None, max_steps: int = -1,
+                       negatives: int = 1, scale: float = 100.0, freeze_embeddings: bool = True, val_fraction: float = 0.1,
+                       eval_steps: int | None = None, max_steps: int = -1,
                        seed: int = 0, resume: bool = False, device: str | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Train, keep the best checkpoint by validation MRR@10, write the model and its manifest; returns the manifest."""
     from datasets import Dataset
@@ -59,32 +61,27 @@ def finetune_embedding(cfg: Config, qa: QASet, out_dir: Path, *, epochs: float =
     base = resolve_model(cfg.embedding.model)
     model = SentenceTransformer(base, device=device)
     model.max_seq_length = cfg.embedding.max_length
+    frozen = freeze_word_embeddings(model) if freeze_embeddings else 0
     columns = {"anchor": [e.query for e in pairs.train], "positive": [e.positive for e in pairs.train]}
     for i in range(negatives):
         columns[f"negative_{i + 1}"] = [e.negatives[i] for e in pairs.train]
     train = Dataset.from_dict(columns)
     prompts = {"anchor": cfg.embedding.query_prompt, **{c: cfg.embedding.passage_prompt for c in columns if c != "anchor"}}
-    steps_per_epoch = max(1, len(train) // batch_size)
-    every = eval_steps or max(1, steps_per_epoch // 4)
     run = TrainingRun(out_dir)
-    precision = training_precision(model.device.type)
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(run.checkpoints), num_train_epochs=epochs, max_steps=max_steps, per_device_train_batch_size=batch_size,
-        learning_rate=lr, warmup_steps=0.1, seed=seed, bf16=precision == "bf16", fp16=False, use_cpu=model.device.type == "cpu",
-        batch_sampler=BatchSamplers.NO_DUPLICATES, prompts=prompts,
-        eval_strategy="steps", eval_steps=every, save_strategy="steps", save_steps=every, save_total_limit=2,
-        load_best_model_at_end=True, metric_for_best_model=BEST_METRIC, greater_is_better=True,
-        logging_steps=max(1, every // 2), report_to="none", disable_tqdm=not show_progress, dataloader_drop_last=True,
-    )
+    args, precision = trainer_arguments(SentenceTransformerTrainingArguments, run, model.device.type, rows=len(train), epochs=epochs,
+                                        max_steps=max_steps, batch_size=batch_size, lr=lr, seed=seed, eval_steps=eval_steps,
+                                        metric=BEST_METRIC, show_progress=show_progress, batch_sampler=BatchSamplers.NO_DUPLICATES,
+                                        prompts=prompts)
     evaluator = _evaluator(pairs, cfg, batch_size)
     before = evaluator(model)
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=MultipleNegativesRankingLoss(model),
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=MultipleNegativesRankingLoss(model, scale=scale),
                                          evaluator=evaluator)
     run.train(trainer, checkpoint_to_resume(run.checkpoints) if resume else None)
     trainer.model.save(str(out_dir))
     curve = [{"step": 0, "mrr@10": before[f"{VAL_NAME}_cosine_mrr@10"]}] + run.curve(trainer, BEST_METRIC)
     return write_manifest(out_dir, kind="embedding", base_model=cfg.embedding.model, base_path=base, pairs=pairs, curve=curve,
                           hyper={"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "negatives": negatives,
-                                 "max_length": cfg.embedding.max_length, "loss": "MultipleNegativesRankingLoss", "precision": precision,
+                                 "scale": scale, "frozen_parameters": frozen, "max_length": cfg.embedding.max_length,
+                                 "loss": "MultipleNegativesRankingLoss", "precision": precision,
                                  "prompts": prompts, "seed": seed},
                           seconds=time.perf_counter() - t0, device=str(model.device))

@@ -25,6 +25,31 @@ def training_precision(device_type: str) -> str:
     return "bf16" if cpu_supports_bf16() else "fp32"
 
 
+def trainer_arguments(args_class: Any, run: "TrainingRun", device_type: str, *, rows: int, epochs: float, max_steps: int, batch_size: int,
+                      lr: float, seed: int, eval_steps: int | None, metric: str, show_progress: bool, **extra: Any) -> tuple[Any, str]:
+    """The training arguments both commands share (sentence-transformers' or CrossEncoder's ``args_class``):
+    warm-up 10%, bf16 where ``training_precision`` says so, validate and checkpoint every ``eval_steps``
+    (default: four times an epoch of ``rows``), keep the best by ``metric``. Returns (arguments, precision)."""
+    precision = training_precision(device_type)
+    every = eval_steps or max(1, max(1, rows // batch_size) // 4)
+    args = args_class(
+        output_dir=str(run.checkpoints), num_train_epochs=epochs, max_steps=max_steps, per_device_train_batch_size=batch_size,
+        learning_rate=lr, warmup_steps=0.1, seed=seed, bf16=precision == "bf16", fp16=False, use_cpu=device_type == "cpu",
+        eval_strategy="steps", eval_steps=every, save_strategy="steps", save_steps=every, save_total_limit=2,
+        load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=True,
+        logging_steps=max(1, every // 2), report_to="none", disable_tqdm=not show_progress, dataloader_drop_last=True, **extra)
+    return args, precision
+
+
+def freeze_word_embeddings(model: Any) -> int:
+    """Freeze the token-embedding table of a sentence-transformers model or CrossEncoder (96M of e5-small's
+    118M weights; a QA set touches few of its rows): the optimiser skips it, which saves time and memory and
+    keeps unseen tokens where pre-training put them. Returns the number of frozen weights."""
+    table = model[0].auto_model.get_input_embeddings()
+    table.weight.requires_grad_(False)
+    return int(table.weight.numel())
+
+
 def checkpoint_to_resume(folder: Path) -> str:
     """The newest ``checkpoint-N`` in ``folder``; a clear error when there is none."""
     found = sorted((int(m.group(1)), p) for p in Path(folder).glob("checkpoint-*") if (m := _CHECKPOINT.match(p.name)))

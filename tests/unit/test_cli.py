@@ -82,3 +82,13 @@ def test_help_imports_no_heavy_library() -> None:
     code = "import sys; from pipeline.serving.cli import app; bad=[m for m in ('torch','faiss','kiwipiepy','sentence_transformers','bm25s') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_version_matches_the_package_and_license_exists() -> None:
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"ragpipe {version('ragpipe')}"
+    root = Path(__file__).resolve().parents[2]
+    pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'license = {text = "MIT"}' in pyproject and (root / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")

@@ -98,3 +98,76 @@ def test_overlap_guard(tmp_path: Path) -> None:
         check_overlap(manifest, questions, docs, "setup dense-ft")
     assert check_overlap(manifest, questions, docs, "setup dense-ft", allow=True) == {"questions": 1, "documents": 2}
     assert check_overlap(manifest, ["다른 질문"], ["다른 문서"], "setup dense-ft") == {"questions": 0, "documents": 0}
+
+
+@pytest.fixture(scope="module")
+def tiny_pair_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT (sentence-transformers folder) whose tokenizer marks pairs as BERT does:
+    [CLS] question [SEP] passage [SEP], with segment ids; what a cross-encoder needs to tell the two apart."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    chars = sorted({c for d in _qa().documents for c in d.text if not c.isspace()} | set("?"))
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars)])}
+    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    root = tmp_path_factory.mktemp("tiny-pair")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+                                   mask_token="[MASK]")
+    fast.save_pretrained(root / "hf")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                         max_position_embeddings=128)).save_pretrained(root / "hf")
+    word = models.Transformer(str(root / "hf"), max_seq_length=120)
+    pool = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[word, pool], device="cpu").save(str(root / "st"))
+    return root / "st"
+
+
+def _reranked_mrr(model_dir: str, pairs: Any) -> float:
+    """MRR@10 of the cross-encoder ranking each training question's positive among its mined negatives."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+
+    samples = [{"query": e.query, "positive": [e.positive], "negative": e.negatives} for e in pairs.train]
+    ev = CrossEncoderRerankingEvaluator(samples, at_k=10, name="t", write_csv=False)
+    return ev(CrossEncoder(model_dir, device="cpu"))["t_mrr@10"]
+
+
+STEPS = 300  # a random tiny BERT needs ~100 steps before pair scores separate (a few seconds)
+
+
+def test_finetune_reranker_trains_a_cross_encoder(ft_config: Any, tiny_pair_model_dir: Path, tmp_path: Path) -> None:
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from pipeline.retrieval.rerank import CrossEncoderReranker
+    from pipeline.training.pairs import make_pairs
+    from pipeline.training.reranker import CANDIDATE_CHOICES, finetune_reranker, first_stage_miner
+
+    qa, out = _qa(), tmp_path / "rr"
+    pairs = make_pairs(qa, ft_config, negatives=2, val_fraction=0.2, seed=0, miner=first_stage_miner(ft_config), val_depth=5)
+    assert all(len(e.negatives) == 2 and e.positive not in e.negatives for e in pairs.train)
+    assert set(pairs.val_candidates) == {q.qid for q in pairs.val_questions}  # the first stage ranked each held-out question
+    manifest = finetune_reranker(ft_config, qa, out, base=str(tiny_pair_model_dir), batch_size=8, lr=3e-3, negatives=2, max_length=64,
+                                 val_fraction=0.2, eval_steps=STEPS // 2, max_steps=STEPS, device="cpu", freeze_embeddings=False,
+                                 show_progress=False)
+    assert manifest["kind"] == "reranker" and manifest["hyperparameters"]["loss"] == "BinaryCrossEntropyLoss"
+    assert [p["step"] for p in manifest["validation_curve"]] == [0, STEPS // 2, STEPS]  # step 0: the first stage, no rerank
+    assert manifest["recommended"]["rerank.candidates"] in CANDIDATE_CHOICES
+    assert set(manifest["candidates_mrr@10"]) == {str(c) for c in CANDIDATE_CHOICES}
+    model = CrossEncoder(str(out), device="cpu")
+    assert model.predict([("서울은?", "서울은 수도")]).shape == (1,)
+    before = _reranked_mrr(str(tiny_pair_model_dir), pairs)  # a fresh head on the same encoder
+    after = _reranked_mrr(str(out), pairs)
+    assert after > before + 0.1, (before, after)  # it learned to put the positive above its hard negatives
+    reranker = CrossEncoderReranker(model=str(out), model_path=str(out), top_n=2, max_length=64)  # what rerank.model uses
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    ranked = reranker.rerank([NodeWithScore(node=TextNode(text=d.text), score=0.0) for d in qa.documents], pairs.train[0].query)
+    assert len(ranked) == 2

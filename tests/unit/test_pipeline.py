@@ -85,6 +85,17 @@ def test_metadata_filters_and_retriever_contract(tiny_config: dict[str, Any]) ->
     assert retriever.retrieve("김치")[0].node.ref_doc_id == "kimchi"
 
 
+def test_dict_filters_and_unknown_key_warning(tiny_config: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    pipe = _pipe(tiny_config)
+    pipe.ingest()
+    with caplog.at_level("WARNING", logger="pipeline.retrieval.filters"):
+        assert [h.node.ref_doc_id for h in pipe.retrieve("잠 수면", top_k=3, filters={"category": "건강"})] == ["sleep"]
+        assert not caplog.records  # a key the passages have: no warning
+        assert pipe.retrieve("잠 수면", top_k=3, filters={"categry": "건강"}) == []
+    [warning] = caplog.records
+    assert "filter on categry: no passage has this key" in warning.message and "category" in warning.message
+
+
 def test_retrieval_only_engine_needs_no_llm(tiny_config: dict[str, Any]) -> None:
     pipe = _pipe(tiny_config)
     pipe.ingest()
