@@ -50,8 +50,8 @@ def query(
     config: Path = ConfigOpt,
     set_: Optional[List[str]] = SetOpt,
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Passages to return"),
-    filter_: Optional[List[str]] = typer.Option(None, "--filter", help="Metadata filter key=value (repeatable)"),
-    answer: bool = typer.Option(False, "--answer", help="Synthesise an answer with the configured LLM"),
+    filter_: Optional[List[str]] = typer.Option(None, "--filter", help="Metadata filter key=value (repeatable; repeated flags are ANDed)"),
+    answer: bool = typer.Option(False, "--answer", help="Synthesise an answer with the configured LLM (llm.provider)"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Retrieve ranked passages for a question from the persisted index."""
@@ -61,8 +61,14 @@ def query(
         pipe = _pipeline(config, set_)
         filters = _parse_filters(filter_ or [])
         pipe.load()
+        synthesise = answer
+        if synthesise and pipe.config.llm.provider.value == "none":
+            typer.echo("no LLM is configured (llm.provider: none), so there is no answer to synthesise; showing the "
+                       "retrieved passages only. Set llm.provider to openai_like or ollama (docs/service.md, "
+                       "Answers from an LLM) to get one.", err=True)
+            synthesise = False
         t0 = time.perf_counter()
-        if answer:
+        if synthesise:
             response = pipe.as_query_engine(top_k=top_k, filters=filters).query(question)
             hits, text = response.source_nodes, str(response)
         else:

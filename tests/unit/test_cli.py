@@ -92,3 +92,13 @@ def test_version_matches_the_package_and_license_exists() -> None:
     root = Path(__file__).resolve().parents[2]
     pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
     assert 'license = {text = "MIT"}' in pyproject and (root / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")
+
+
+def test_answer_without_an_llm_says_so(tiny_config: dict[str, Any], tmp_path: Path) -> None:
+    cfg = _write(tmp_path, tiny_config)
+    assert runner.invoke(app, ["--quiet", "ingest", "-c", str(cfg)]).exit_code == 0
+    result = runner.invoke(app, ["--quiet", "query", "-c", str(cfg), "김치는 어떻게 만드나요?", "--answer", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["answer"] is None and out["results"][0]["doc_id"] == "kimchi"  # passages, not passed off as an answer
+    assert "no LLM is configured (llm.provider: none)" in result.stderr
