@@ -64,6 +64,12 @@ def _samples(pairs: PairSet, candidates: int, limit: int, seed: int) -> list[dic
     return out
 
 
+def _first_stage_mrr(samples: list[dict[str, Any]], k: int = 10) -> float:
+    """MRR@k of the samples' documents in first-stage order (the evaluator's ``base_mrr@10``, without a model pass)."""
+    ranks = [next((i for i, d in enumerate(s["documents"][:k]) if d in s["positive"]), None) for s in samples]
+    return sum(1.0 / (r + 1) for r in ranks if r is not None) / max(1, len(samples))
+
+
 def _evaluator(samples: list[dict[str, Any]], batch_size: int) -> Any:
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
 
@@ -102,8 +108,9 @@ def finetune_reranker(cfg: Config, qa: QASet, out_dir: Path, *, base: str | None
     args, precision = trainer_arguments(CrossEncoderTrainingArguments, run, model.device.type, rows=len(train), epochs=epochs,
                                         max_steps=max_steps, batch_size=batch_size, lr=lr, seed=seed, eval_steps=eval_steps,
                                         metric=BEST_METRIC, show_progress=show_progress)
-    evaluator = _evaluator(_samples(pairs, 20, val_questions, seed), batch_size * 2)
-    first_stage = evaluator(model)[f"{VAL_NAME}_base_mrr@10"]
+    samples = _samples(pairs, 20, val_questions, seed)
+    evaluator = _evaluator(samples, batch_size * 2)
+    first_stage = _first_stage_mrr(samples)
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(negatives)))
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss, evaluator=evaluator)
     run.train(trainer, checkpoint_to_resume(run.checkpoints) if resume else None)
