@@ -38,7 +38,8 @@ class DataConfig(_Section):
     title_field: str | None = Field(None, description="Optional field prepended to the text as a title line")
     metadata_fields: list[str] = Field(default_factory=list, description="Fields copied into node metadata")
     extensions: list[str] = Field(
-        default_factory=lambda: [".txt", ".md", ".html", ".pdf"], description="Folder loader: file types to read"
+        default_factory=lambda: [".txt", ".md", ".html", ".htm", ".pdf", ".docx", ".hwpx", ".hwp"],
+        description="Folder loader: file types to read (HTML as main text, .hwpx/.hwp Hangul, .docx Word)"
     )
     recursive: bool = Field(True, description="Folder loader: descend into sub-folders")
     dataset: str | None = Field(None, description="Hugging Face dataset name (loader hf / klue_mrc without path)")

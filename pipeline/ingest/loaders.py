@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -27,8 +28,19 @@ def content_id(text: str, prefix: str = "doc") -> str:
     return f"{prefix}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:16]}"
 
 
-def load_documents(cfg: Config, show_progress: bool = False) -> list[Document]:
-    """Read ``cfg.data`` into Documents; raises LoaderError naming the file when it can't."""
+@dataclass(frozen=True)
+class SkippedFile:
+    """A folder file that could not be read, and why."""
+
+    path: str
+    reason: str
+
+
+def load_documents(cfg: Config, show_progress: bool = False, skipped: list[SkippedFile] | None = None) -> list[Document]:
+    """Read ``cfg.data`` into Documents; raises LoaderError naming the file when it can't.
+
+    With a ``skipped`` list, a folder file that cannot be read is logged, appended there and left out instead.
+    """
     data = cfg.data
     if data is None:
         raise LoaderError("data: this config has no data section to ingest", key="data")
@@ -40,7 +52,7 @@ def load_documents(cfg: Config, show_progress: bool = False) -> list[Document]:
         raise LoaderError(f"data.path: {path} does not exist", path=path, key="data.path")
     if path is None and data.loader not in (LoaderType.HF, LoaderType.KLUE_MRC):
         raise LoaderError(f"data.path: required for loader {data.loader.value!r}", key="data.path")
-    docs = reader(data, path)
+    docs = _read_folder(data, path, skipped) if reader is _read_folder else reader(data, path)
     if data.limit:
         docs = docs[: data.limit]
     docs = [d for d in docs if d.text.strip()]
@@ -174,9 +186,8 @@ class _open_text:
 # --------------------------------------------------------------------------- folders, hub, QA sets
 
 
-def _read_folder(data: DataConfig, path: Path) -> list[Document]:
-    from llama_index.core import SimpleDirectoryReader
-
+def _read_folder(data: DataConfig, path: Path, skipped: list[SkippedFile] | None = None) -> list[Document]:
+    """One Document per file, id = the path relative to the folder; see ``load_documents`` for ``skipped``."""
     if path.is_file():
         files = [path]
     else:
@@ -186,19 +197,40 @@ def _read_folder(data: DataConfig, path: Path) -> list[Document]:
     docs: list[Document] = []
     for file in progress(files, "loading files", total=len(files), unit="file"):
         rel = file.relative_to(path).as_posix() if path.is_dir() else file.name
-        if file.suffix.lower() in (".txt", ".md"):
-            with _open_text(file) as lines:  # strict UTF-8, unlike the reader's errors="ignore"
-                "".join(lines)
         try:
-            reader = SimpleDirectoryReader(input_files=[str(file)], errors="strict", raise_on_error=True)
-            parts = reader.load_data()
-        except Exception as exc:
-            cause = exc.__cause__ or exc
-            raise LoaderError(f"{file}: cannot read ({type(cause).__name__}: {cause})", path=file) from exc
-        text = "\n\n".join(p.text for p in parts)
-        meta = {"file_path": rel, "file_name": file.name, "doc_id": rel}
-        docs.append(Document(text=text, id_=rel, metadata=meta))
+            doc = _read_file(file, rel)
+        except LoaderError as exc:
+            if skipped is None:
+                raise
+            logger.warning("skipped %s", exc)
+            skipped.append(SkippedFile(str(file), str(exc).removeprefix(f"{file}: ")))
+            continue
+        docs.append(doc)
     return docs
+
+
+def _read_file(file: Path, rel: str) -> Document:
+    """One folder file as a Document with id ``rel``; LoaderError naming it when unreadable or empty."""
+    from llama_index.core import SimpleDirectoryReader
+
+    from .file_readers import file_extractors
+
+    if file.suffix.lower() in (".txt", ".md"):
+        with _open_text(file) as lines:  # strict UTF-8, unlike the reader's errors="ignore"
+            "".join(lines)
+    try:
+        reader = SimpleDirectoryReader(input_files=[str(file)], file_extractor=file_extractors(), errors="strict",
+                                       raise_on_error=True)
+        parts = reader.load_data()
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        raise LoaderError(f"{file}: cannot read ({type(cause).__name__}: {cause})", path=file) from exc
+    text = "\n\n".join(p.text for p in parts)
+    if not text.strip():
+        raise LoaderError(f"{file}: no text found (a scanned PDF or an empty file?)", path=file)
+    title = next((p.metadata["title"] for p in parts if p.metadata.get("title")), None)
+    meta = {"file_path": rel, "file_name": file.name, **({"title": title} if title else {}), "doc_id": rel}
+    return Document(text=text, id_=rel, metadata=meta)
 
 
 def _read_hf(data: DataConfig, path: Path | None) -> list[Document]:

@@ -23,23 +23,32 @@ def ingest(
     config: Path = ConfigOpt,
     set_: Optional[List[str]] = SetOpt,
     rebuild: bool = typer.Option(False, "--rebuild", help="Ignore the previous index state"),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when a source file could not be read (it is still left out)"),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Load the configured source, embed and index it into the index directory."""
+    """Load the configured source, embed and index it into the index directory.
+
+    A folder file that cannot be read is named, left out and listed at the end; the rest is indexed.
+    """
 
     def body() -> None:
         report = _pipeline(config, set_).ingest(rebuild=rebuild)
         if as_json:
             typer.echo(json.dumps(asdict(report), ensure_ascii=False, indent=2))
-            return
-        rate = report.new_embeddings / report.seconds["embedding"] if report.seconds.get("embedding") else 0.0
-        typer.echo(
-            f"indexed {report.documents} documents -> {report.nodes} nodes into {report.index_dir}\n"
-            f"documents: {report.added} added, {report.changed} changed, {report.removed} removed, {report.unchanged} unchanged\n"
-            f"embeddings: {report.new_embeddings} new, {report.cached_embeddings} from cache"
-            + (f" ({rate:.1f} passages/s)" if rate else "")
-            + f"\ntime: {report.seconds['total']:.1f} s"
-        )
+        else:
+            rate = report.new_embeddings / report.seconds["embedding"] if report.seconds.get("embedding") else 0.0
+            typer.echo(
+                f"indexed {report.documents} documents -> {report.nodes} nodes into {report.index_dir}\n"
+                f"documents: {report.added} added, {report.changed} changed, {report.removed} removed, {report.unchanged} unchanged\n"
+                f"embeddings: {report.new_embeddings} new, {report.cached_embeddings} from cache"
+                + (f" ({rate:.1f} passages/s)" if rate else "")
+                + f"\ntime: {report.seconds['total']:.1f} s"
+            )
+        if report.skipped:
+            lines = "\n".join(f"  {s.path}: {s.reason}" for s in report.skipped)
+            typer.echo(f"skipped {len(report.skipped)} file(s) that could not be read:\n{lines}", err=True)
+            if strict:
+                raise typer.Exit(1)
 
     _run(body)
 

@@ -24,7 +24,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from ..config import Config, apply_overrides, config_from_dict, load_config
 from ..core.errors import LoaderError
 from ..ingest.chunking import chunk_documents, chunk_token_counter
-from ..ingest.loaders import load_documents
+from ..ingest.loaders import SkippedFile, load_documents
 from ..ingest.vectors import embed_nodes
 from ..models.embedding import build_cached_embedding, embedding_dim
 from ..models.threads import configure_threads
@@ -56,6 +56,7 @@ class IngestReport:
     new_embeddings: int
     cached_embeddings: int
     seconds: dict[str, float] = field(default_factory=dict)
+    skipped: list[SkippedFile] = field(default_factory=list)  # source files that could not be read (left out)
 
 
 class PipelineView(BaseRetriever):
@@ -179,7 +180,7 @@ class Pipeline:
         in other processes wait for the writer lock.
         """
         t0 = time.perf_counter()
-        docs = self._source_documents(documents)
+        docs, skipped = self._source_documents(documents)
         with self._writing():
             if rebuild or index_dir.read_current(self.index_path) is None:
                 snapshot = write_version(self.index_path, self.config, self._fresh(docs))
@@ -193,15 +194,17 @@ class Pipeline:
                     snapshot = write_version(self.index_path, self.config, snapshot)
             self._publish(snapshot)
         logger.info("ingested %d documents -> %d nodes into %s (%s)", len(docs), len(snapshot.nodes), self.index_path, snapshot.version)
-        return self._report(snapshot, counts, t0)
+        return replace(self._report(snapshot, counts, t0), skipped=skipped)
 
-    def _source_documents(self, documents: list[Any] | None) -> list[Any]:
-        """``documents``, or the configured source's; an empty corpus is an error. Resets the embedding counters."""
-        docs = documents if documents is not None else load_documents(self.config, show_progress=self.show_progress)
+    def _source_documents(self, documents: list[Any] | None) -> tuple[list[Any], list[SkippedFile]]:
+        """(``documents`` or the configured source's, the source files left out as unreadable); an empty corpus is
+        an error. Resets the embedding counters."""
+        skipped: list[SkippedFile] = []
+        docs = documents if documents is not None else load_documents(self.config, self.show_progress, skipped)
         if not docs:
             raise LoaderError("no documents to index (empty corpus)")
         self._reset_counts()
-        return docs
+        return docs, skipped
 
     def _fresh(self, docs: list[Any]) -> Snapshot:
         """Everything built from scratch over ``docs`` (not yet persisted)."""

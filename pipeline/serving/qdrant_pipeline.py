@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import yaml
@@ -54,7 +55,7 @@ class QdrantPipeline(Pipeline):
         """Bring the collection in line with the source: a new collection on ``rebuild`` (or none yet), else only
         the added, changed and removed documents are written."""
         t0 = time.perf_counter()
-        docs = self._source_documents(documents)
+        docs, skipped = self._source_documents(documents)
         with self._writing():
             if rebuild or self.qdrant.store.physical() is None:
                 self._build(docs)
@@ -65,7 +66,7 @@ class QdrantPipeline(Pipeline):
                 upserts = [d for k, d in wanted.items() if have.get(k) != doc_hash(d)]
                 removed = [k for k in have if k not in wanted]
                 counts = tuple(self._write(upserts, removed, have)._replace(unchanged=len(wanted) - len(upserts)))
-        return self._report_counts(counts, t0)
+        return replace(self._report_counts(counts, t0), skipped=skipped)
 
     def _build(self, docs: list[Any]) -> None:
         nodes, vectors = self._prepare(docs)

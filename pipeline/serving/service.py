@@ -8,7 +8,7 @@
     GET    /documents?offset&limit                                  ids and content hashes, paged
     GET    /health                                                  liveness (never needs a key)
     GET    /info                                                    model, index size, config fingerprint
-    GET    /docs, /openapi.json                                     OpenAPI
+    GET    /docs, /redoc, /openapi.json                             OpenAPI (assets served locally: works offline)
 
 Endpoints are sync functions, so FastAPI runs retrieval in its threadpool, in parallel and without a
 lock; concurrent query embeddings share micro-batches. A write changes only the documents it names,
@@ -25,82 +25,23 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Optional
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
 
-from ..retrieval.search import MAX_QUERY_CHARS
+from .api_models import (MAX_DOCUMENTS_PER_REQUEST, DeleteRequest, DeleteResponse, DocumentsPage, Health, Info, QueryRequest,
+                         QueryResponse, RetrieveRequest, RetrieveResponse, UpsertRequest, UpsertResponse)
 from .pipeline import Pipeline
 from ..core.errors import ConfigError, IndexStateError, RagpipeError, RetrievalError
 
 logger = logging.getLogger(__name__)
 
 API_KEY_ENV = "RAGPIPE_API_KEY"
-MAX_TOP_K = 100
 MAX_BODY_BYTES = 1_000_000
-MAX_DOCUMENTS_PER_REQUEST = 1000
 _FROM_CONFIG: Any = object()
-
-FilterValue = Union[StrictStr, StrictInt, StrictFloat]
-MetadataValue = Union[StrictStr, StrictInt, StrictFloat, None]
-
-
-# --------------------------------------------------------------------------- request models
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RetrieveRequest(_Request):
-    query: str = Field(..., description="Question or keywords", max_length=MAX_QUERY_CHARS, examples=["김치는 어떻게 만드나요?"])
-    top_k: Optional[int] = Field(None, ge=1, le=MAX_TOP_K, description=f"Passages to return (1..{MAX_TOP_K}; default: retrieval.top_k)")
-    filters: Optional[dict[str, FilterValue]] = Field(None, description="Metadata equality filters, ANDed: {\"category\": \"여행\"}")
-
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("query is empty: give a question or keywords")
-        return value
-
-
-class QueryRequest(RetrieveRequest):
-    stream: bool = Field(False, description="Stream the answer as server-sent events (event: sources | token | done | error)")
-
-
-class DocumentIn(_Request):
-    doc_id: str = Field(..., min_length=1, max_length=512, description="Stable document id (an existing id is replaced)")
-    text: str = Field(..., min_length=1, description="Document text")
-    metadata: dict[str, MetadataValue] = Field(default_factory=dict, description="Flat metadata (str, int, float or null values)")
-
-    @field_validator("text")
-    @classmethod
-    def _text_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("text is empty")
-        return value
-
-
-class DeleteRequest(_Request):
-    doc_ids: list[StrictStr] = Field(..., min_length=1, max_length=MAX_DOCUMENTS_PER_REQUEST, description="Documents to remove")
-
-
-class UpsertRequest(_Request):
-    documents: list[DocumentIn] = Field(..., min_length=1, max_length=MAX_DOCUMENTS_PER_REQUEST)
-
-    @field_validator("documents")
-    @classmethod
-    def _unique_ids(cls, docs: list[DocumentIn]) -> list[DocumentIn]:
-        seen: set[str] = set()
-        dupes = sorted({d.doc_id for d in docs if d.doc_id in seen or seen.add(d.doc_id)})
-        if dupes:
-            raise ValueError(f"duplicate doc_id in one request: {', '.join(dupes[:10])}")
-        return docs
 
 
 # --------------------------------------------------------------------------- helpers
@@ -238,7 +179,9 @@ def create_app(pipeline: Pipeline, *, llm: Any = _FROM_CONFIG, api_key: str | No
 
     from ..core.versions import __version__
 
-    app = FastAPI(title="ragpipe", version=__version__,
+    from fastapi_offline import FastAPIOffline  # /docs and /redoc from bundled assets: no CDN, works offline
+
+    app = FastAPIOffline(title="ragpipe", version=__version__,
                   description="Korean-first hybrid retrieval (BM25 over morphemes + dense, fused) with optional LLM answers.")
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.state.pipeline = pipeline
@@ -261,7 +204,7 @@ def create_app(pipeline: Pipeline, *, llm: Any = _FROM_CONFIG, api_key: str | No
             logger.error("%s %s failed: %s", request.method, request.url.path, exc)
         return JSONResponse(status_code=status, content={"detail": str(exc), "key": exc.key})
 
-    @app.get("/health", tags=["service"])
+    @app.get("/health", tags=["service"], response_model=Health, response_model_exclude_unset=True)
     def health() -> dict[str, Any]:
         """Liveness: the process is up and an index is loaded; follows writes by other processes. Needs no key."""
         try:
@@ -271,7 +214,7 @@ def create_app(pipeline: Pipeline, *, llm: Any = _FROM_CONFIG, api_key: str | No
             return {"status": "degraded", "index_loaded": pipeline.loaded, "detail": str(exc)}
         return {"status": "ok", "index_loaded": pipeline.loaded}
 
-    @app.get("/info", tags=["service"], dependencies=[auth])
+    @app.get("/info", tags=["service"], dependencies=[auth], response_model=Info)
     def info() -> dict[str, Any]:
         """Model, index size, retrievers and config fingerprint. No secrets."""
         out = dict(pipeline.info())
@@ -284,7 +227,7 @@ def create_app(pipeline: Pipeline, *, llm: Any = _FROM_CONFIG, api_key: str | No
         out["rss_mb"] = _rss_mb()
         return out
 
-    @app.post("/retrieve", tags=["query"], dependencies=[auth])
+    @app.post("/retrieve", tags=["query"], dependencies=[auth], response_model=RetrieveResponse)
     def retrieve(req: RetrieveRequest) -> dict[str, Any]:
         """Ranked passages (doc_id, node_id, score, text, metadata) for a query."""
         t0 = time.perf_counter()
@@ -292,7 +235,9 @@ def create_app(pipeline: Pipeline, *, llm: Any = _FROM_CONFIG, api_key: str | No
         logger.debug("retrieve %r -> %d hits", req.query, len(hits))
         return {"query": req.query, "latency_ms": (time.perf_counter() - t0) * 1000, "results": _hits(hits)}
 
-    @app.post("/query", tags=["query"], dependencies=[auth])
+    @app.post("/query", tags=["query"], dependencies=[auth], response_model=QueryResponse,
+              responses={200: {"content": {"text/event-stream": {}},
+                               "description": "JSON, or with stream: server-sent events sources, token..., done (or error)"}})
     def query(req: QueryRequest) -> Any:
         """An answer with its sources (retrieval-only when no LLM is configured). ``stream`` gives SSE."""
         t0 = time.perf_counter()
@@ -323,7 +268,7 @@ def create_app(pipeline: Pipeline, *, llm: Any = _FROM_CONFIG, api_key: str | No
         yield _sse("done", {"answer": answer, "mode": "llm" if gen is not None else "retrieval_only",
                             "latency_ms": (time.perf_counter() - t0) * 1000})
 
-    @app.post("/documents", tags=["documents"], dependencies=[auth])
+    @app.post("/documents", tags=["documents"], dependencies=[auth], response_model=UpsertResponse)
     def upsert(req: UpsertRequest) -> dict[str, Any]:
         """Add or replace documents by doc_id; persisted (atomic swap) before the reply."""
         from dataclasses import asdict
@@ -335,7 +280,7 @@ def create_app(pipeline: Pipeline, *, llm: Any = _FROM_CONFIG, api_key: str | No
         logger.info("upserted %d documents (index now %d documents)", len(docs), report.documents)
         return {"upserted": [d.doc_id for d in req.documents], "report": asdict(report)}
 
-    @app.get("/documents", tags=["documents"], dependencies=[auth])
+    @app.get("/documents", tags=["documents"], dependencies=[auth], response_model=DocumentsPage)
     def list_documents(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=MAX_DOCUMENTS_PER_REQUEST)) -> dict[str, Any]:
         """Document ids and content hashes, sorted by id and paged, so an app can sync its copy."""
         page = pipeline.document_hashes()
@@ -355,12 +300,12 @@ def create_app(pipeline: Pipeline, *, llm: Any = _FROM_CONFIG, api_key: str | No
         logger.info("deleted %d document(s) (index now %d documents)", len(ids), report.documents)
         return {"deleted": ids, "report": asdict(report)}
 
-    @app.delete("/documents", tags=["documents"], dependencies=[auth])
+    @app.delete("/documents", tags=["documents"], dependencies=[auth], response_model=DeleteResponse)
     def delete_many(req: DeleteRequest) -> dict[str, Any]:
         """Remove documents by id, all or none; persisted before the reply. An unknown id: 404."""
         return _delete(req.doc_ids)
 
-    @app.delete("/documents/{doc_id:path}", tags=["documents"], dependencies=[auth])
+    @app.delete("/documents/{doc_id:path}", tags=["documents"], dependencies=[auth], response_model=DeleteResponse)
     def delete(doc_id: str) -> dict[str, Any]:
         """Remove one document (ids with slashes, like ``hr/welfare.md``, work as they are); persisted before the reply."""
         return _delete([doc_id])

@@ -102,3 +102,21 @@ def test_answer_without_an_llm_says_so(tiny_config: dict[str, Any], tmp_path: Pa
     out = json.loads(result.stdout)
     assert out["answer"] is None and out["results"][0]["doc_id"] == "kimchi"  # passages, not passed off as an answer
     assert "no LLM is configured (llm.provider: none)" in result.stderr
+
+
+def test_ingest_skips_unreadable_files_and_strict_fails(tiny_config: dict[str, Any], tmp_path: Path) -> None:
+    folder = tmp_path / "mydocs"
+    (folder / "hr").mkdir(parents=True)
+    (folder / "hr" / "welfare.md").write_text("# 복지\n직원은 매년 건강검진을 받는다.", encoding="utf-8")
+    (folder / "hr" / "broken.docx").write_bytes(b"not a zip file")
+    cfg = copy.deepcopy(tiny_config)
+    cfg["data"] = {"loader": "folder", "path": str(folder)}
+    path = _write(tmp_path, cfg)
+    result = runner.invoke(app, ["--quiet", "ingest", "-c", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["documents"] == 1 and [Path(s["path"]).name for s in report["skipped"]] == ["broken.docx"]
+    assert "skipped 1 file(s)" in result.stderr and "broken.docx" in result.stderr
+    result = runner.invoke(app, ["--quiet", "ingest", "-c", str(path), "--strict"])
+    assert result.exit_code == 1 and "broken.docx" in result.stderr
+    assert "indexed 1 documents" in result.stdout  # the readable files are still indexed

@@ -116,3 +116,14 @@ def test_config_is_frozen_and_fingerprinted(tmp_path: Path) -> None:
 def test_readme_shows_the_shipped_default_config() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert (REPO / "configs" / "default.yaml").read_text(encoding="utf-8") in readme
+
+
+def test_config_reference_is_current() -> None:
+    """docs/config.md is what the schema generates; regenerate with the command in its header."""
+    from pipeline.config.reference import reference_markdown
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    text = reference_markdown()
+    for key in ("data.extensions", "data.recursive", "embedding.device", "runtime.threads", "evaluation.setups_dir"):
+        assert f"| `{key}` |" in text, key
+    assert doc.read_text(encoding="utf-8") == text, "docs/config.md is stale: python -m pipeline.config.reference > docs/config.md"

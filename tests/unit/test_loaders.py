@@ -104,3 +104,72 @@ def test_duplicate_ids(tmp_path: Path) -> None:
 def test_hf_loader_reports_unreachable_hub(tmp_path: Path) -> None:
     with pytest.raises(LoaderError, match="load_dataset failed"):
         load_documents(_cfg(tmp_path, loader="hf", dataset="klue", subset="mrc"))
+
+
+# --------------------------------------------------------------------------- office formats and HTML (issue 13)
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>복지 안내</title>
+<style>body { color: red } .menu { display: none }</style>
+<script>var token = "스크립트비밀값"; function track() {}</script></head>
+<body><nav><a href="/">홈</a> | <a href="/about">회사소개</a> | <a href="/jobs">채용공고</a></nav>
+<main><h1>복지 제도</h1><p>직원은 매년 한 번 건강검진을 받는다.</p><p>경조사 휴가는 닷새이다.</p></main>
+<footer>저작권 2026 주식회사 예시</footer></body></html>"""
+
+
+def _docx(path: Path, paragraphs: list[str]) -> None:
+    import docx
+
+    document = docx.Document()
+    for text in paragraphs:
+        document.add_paragraph(text)
+    document.save(str(path))
+
+
+def _hwpx(path: Path, paragraphs: list[str]) -> None:
+    from hwpx import HwpxDocument
+
+    document = HwpxDocument.new()
+    for text in paragraphs:
+        document.add_paragraph(text)
+    document.save_to_path(str(path))
+
+
+def test_html_is_main_text_with_title(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "welfare.html").write_text(PAGE, encoding="utf-8")
+    (doc,) = load_documents(_cfg(tmp_path, loader="folder", path="docs"))
+    assert "건강검진" in doc.text and "닷새" in doc.text
+    for markup in ("스크립트비밀값", "track", "color: red", "채용공고", "저작권", "<p>", "<main>"):
+        assert markup not in doc.text, markup
+    assert doc.metadata["title"] and doc.metadata["doc_id"] == "welfare.html"
+
+
+def test_docx_and_hwpx_are_read(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    (folder / "hr").mkdir(parents=True)
+    _docx(folder / "hr" / "leave.docx", ["휴가 규정", "연차는 입사 첫해 열하루이다."])
+    _hwpx(folder / "hr" / "welfare.hwpx", ["복지 규정", "통근 버스는 오전 일곱 시에 출발한다."])
+    docs = {d.doc_id: d for d in load_documents(_cfg(tmp_path, loader="folder", path="docs"))}
+    assert set(docs) == {"hr/leave.docx", "hr/welfare.hwpx"}
+    assert "연차는 입사 첫해 열하루이다." in docs["hr/leave.docx"].text
+    assert "통근 버스는 오전 일곱 시에 출발한다." in docs["hr/welfare.hwpx"].text
+
+
+def test_unreadable_files_are_skipped_and_listed(tmp_path: Path) -> None:
+    from pipeline.ingest.loaders import SkippedFile
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "ok.md").write_text("김치는 발효 음식이다.", encoding="utf-8")
+    (folder / "broken.docx").write_bytes(b"not a zip")
+    (folder / "broken.hwpx").write_bytes(b"PK\x03\x04 torn")
+    (folder / "old.hwp").write_bytes(b"\xd0\xcf\x11\xe0 not an OLE file")
+    (folder / "cp949.txt").write_bytes("김치".encode("cp949"))
+    (folder / "empty.txt").write_text("  \n", encoding="utf-8")
+    skipped: list[SkippedFile] = []
+    docs = load_documents(_cfg(tmp_path, loader="folder", path="docs"), skipped=skipped)
+    assert [d.doc_id for d in docs] == ["ok.md"]
+    assert sorted(Path(s.path).name for s in skipped) == ["broken.docx", "broken.hwpx", "cp949.txt", "empty.txt", "old.hwp"]
+    assert all(s.reason and str(folder) not in s.reason for s in skipped)
+    with pytest.raises(LoaderError, match=r"broken\.docx: cannot read"):  # no list: the first bad file is an error
+        load_documents(_cfg(tmp_path, loader="folder", path="docs"))

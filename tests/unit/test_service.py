@@ -110,6 +110,36 @@ def test_openapi_and_docs(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
 
 
+def test_docs_assets_are_served_locally(client: TestClient) -> None:
+    """/docs works without internet: every script and stylesheet it loads comes from this service."""
+    import re
+
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assets = re.findall(r"""(?:src|href)=["']([^"']+\.(?:js|css))["']""", html)
+        assert assets, page
+        for url in assets:
+            assert url.startswith("/"), f"{page} loads {url} from elsewhere"
+            r = client.get(url)
+            assert r.status_code == 200 and len(r.content) > 1000, url
+
+
+def test_openapi_has_response_models(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+
+    def schema(path: str, method: str) -> str:
+        return spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"].get("$ref", "")
+
+    assert schema("/retrieve", "post").endswith("/RetrieveResponse")
+    assert schema("/query", "post").endswith("/QueryResponse")
+    assert schema("/documents", "get").endswith("/DocumentsPage")
+    assert schema("/documents", "post").endswith("/UpsertResponse")
+    assert schema("/documents/{doc_id}", "delete").endswith("/DeleteResponse")
+    assert schema("/health", "get").endswith("/Health") and schema("/info", "get").endswith("/Info")
+    hit = spec["components"]["schemas"]["Hit"]["properties"]
+    assert {"doc_id", "node_id", "score", "text", "metadata"} <= set(hit)
+
+
 # --------------------------------------------------------------------------- writes
 
 
