@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Thin wrapper: ``python scripts/query.py ARGS`` == ``ragpipe query ...``."""
+"""Thin wrapper: ``python scripts/query.py ARGS`` == ``ragpipe query ...`` (global flags such as ``-q`` may come anywhere)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.serving.cli import run  # noqa: E402
+from pipeline.serving.cli import run_as  # noqa: E402
 
 if __name__ == "__main__":
-    sys.argv = ["ragpipe", "query", *sys.argv[1:]]
-    run()
+    run_as("query")

@@ -13,6 +13,9 @@ from .schema import Config
 from .section import _Section
 
 
+SHIPPED_SETUPS = Path(__file__).resolve().parents[2] / "configs" / "eval" / "setups"
+
+
 class DatasetConfig(_Section):
     kind: str = Field(description="klue_mrc | squad | korquad | beir | hf_klue_mrc")
     path: str | None = Field(None, description="File (or BEIR folder); relative to the project root")
@@ -22,7 +25,8 @@ class DatasetConfig(_Section):
 class EvalConfig(_Section):
     dataset: DatasetConfig
     setups: list[str] = Field(min_length=1, description="Setup names: YAML files in setups_dir (without .yaml)")
-    setups_dir: str = Field("configs/eval/setups", description="Folder of setup pipeline configs")
+    setups_dir: str = Field("configs/eval/setups", description="Folder of setup pipeline configs, relative to the project "
+                                                                "root; when unset, setups missing there come from ragpipe's own")
     default_setup: str = Field("hybrid", description="Setup the paired tests compare against")
     anchors: dict[str, str] = Field(
         default_factory=lambda: {"anchor-llamaindex": "llamaindex"},
@@ -43,12 +47,21 @@ class EvalConfig(_Section):
         return self.resolve(self.setups_dir) / f"{name}.yaml"
 
     def load_setups(self) -> dict[str, Config]:
-        """Every setup's pipeline config, validated; a missing file names the setup."""
+        """Every setup's pipeline config, validated; a missing file names the setup and ``setups_dir``.
+
+        With ``setups_dir`` unset, a setup missing there (an eval config outside a ``configs/`` tree) is taken
+        from the setups that ship with ragpipe's source tree.
+        """
         out: dict[str, Config] = {}
         for name in self.setups:
             path = self.setup_path(name)
+            shipped = SHIPPED_SETUPS / f"{name}.yaml"
+            if not path.exists() and "setups_dir" not in self.model_fields_set and shipped.exists():
+                path = shipped
             if not path.exists():
-                raise ConfigError(f"evaluation.setups: no setup file {path} for {name!r}", path=path, key="evaluation.setups", value=name)
+                raise ConfigError(f"evaluation.setups: no setup file {path} for {name!r}; set evaluation.setups_dir to the "
+                                  f"folder of setup configs (absolute, or relative to {self.base_dir})",
+                                  path=path, key="evaluation.setups", value=name)
             out[name] = load_config(path)
         if self.default_setup not in out:
             raise ConfigError(f"evaluation.default_setup = {self.default_setup!r} is not one of the setups: {', '.join(self.setups)}", key="evaluation.default_setup")

@@ -8,11 +8,11 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Iterable, Iterator, List, Optional
 
 import typer
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, RagpipeError
 from . import cli_tools  # noqa: F401  # registers the models, cache, similarity and query-image commands
 from . import cli_train  # noqa: F401  # registers the finetune commands
 from .cli_base import ConfigOpt, JsonOpt, SetOpt, _hits_json, _pipeline, _print_hits, _run, _state, _valid_text, app
@@ -55,18 +55,24 @@ def ingest(
 
 @app.command()
 def query(
-    question: str = typer.Argument(..., help="The question"),
+    question: Optional[str] = typer.Argument(None, help="The question. Without one: --file, else one question per line "
+                                                        "from stdin (an interactive prompt on a terminal)"),
     config: Path = ConfigOpt,
     set_: Optional[List[str]] = SetOpt,
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Passages to return"),
     filter_: Optional[List[str]] = typer.Option(None, "--filter", help="Metadata filter key=value (repeatable; repeated flags are ANDed)"),
     answer: bool = typer.Option(False, "--answer", help="Synthesise an answer with the configured LLM (llm.provider)"),
+    file: Optional[Path] = typer.Option(None, "--file", help="Questions, one per line (.jsonl: the 'question' field); "
+                                                             "'-' is stdin. The models load once for all of them"),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Retrieve ranked passages for a question from the persisted index."""
+    """Retrieve ranked passages for one question, or many (--file, stdin, a prompt), from the persisted index."""
 
     def body() -> None:
-        _valid_text(question, "QUESTION")
+        if question is not None:
+            _valid_text(question, "QUESTION")
+        if file is not None and str(file) != "-" and not file.is_file():
+            raise ConfigError(f"--file {file}: no such file", path=file, key="--file")
         pipe = _pipeline(config, set_)
         filters = _parse_filters(filter_ or [])
         pipe.load()
@@ -76,22 +82,71 @@ def query(
                        "retrieved passages only. Set llm.provider to openai_like or ollama (docs/service.md, "
                        "Answers from an LLM) to get one.", err=True)
             synthesise = False
-        t0 = time.perf_counter()
-        if synthesise:
-            response = pipe.as_query_engine(top_k=top_k, filters=filters).query(question)
-            hits, text = response.source_nodes, str(response)
-        else:
-            hits, text = pipe.retrieve(question, top_k=top_k, filters=filters), None
-        seconds = time.perf_counter() - t0
-        if as_json:
-            out = {"query": question, "latency_ms": seconds * 1000, "answer": text, "results": _hits_json(hits)}
-            typer.echo(json.dumps(out, ensure_ascii=False, indent=2))
-        else:
-            if text:
-                typer.echo(text)
-            _print_hits(question, hits, seconds)
+        if question is not None:
+            _answer_one(pipe, question, top_k, filters, synthesise, as_json, indent=2)
+            return
+        failed = 0
+        for text in _questions(file):
+            try:
+                _answer_one(pipe, _valid_text(text, "QUESTION"), top_k, filters, synthesise, as_json, indent=None)
+            except RagpipeError as exc:  # one bad line does not end the batch
+                typer.echo(f"ragpipe: error: {exc}", err=True)
+                failed += 1
+        if failed:
+            raise typer.Exit(1)
 
     _run(body)
+
+
+def _answer_one(pipe: Any, question: str, top_k: int | None, filters: dict[str, str] | None, synthesise: bool,
+                as_json: bool, indent: int | None) -> None:
+    """Retrieve (or answer) one question and print it: text, or one JSON object (``indent=None``: one line)."""
+    t0 = time.perf_counter()
+    if synthesise:
+        response = pipe.as_query_engine(top_k=top_k, filters=filters).query(question)
+        hits, text = response.source_nodes, str(response)
+    else:
+        hits, text = pipe.retrieve(question, top_k=top_k, filters=filters), None
+    seconds = time.perf_counter() - t0
+    if as_json:
+        out = {"query": question, "latency_ms": seconds * 1000, "answer": text, "results": _hits_json(hits)}
+        typer.echo(json.dumps(out, ensure_ascii=False, indent=indent))
+    else:
+        if text:
+            typer.echo(text)
+        _print_hits(question, hits, seconds)
+
+
+def _questions(file: Path | None) -> Iterator[str]:
+    """Non-blank questions from ``file`` ('-' or none: stdin; a terminal gets a prompt); ``.jsonl``: the 'question' field."""
+    if file is None and sys.stdin.isatty():
+        typer.echo("type a question and press Enter; an empty line or Ctrl-D ends", err=True)
+        while True:
+            try:
+                line = input("질문> ")
+            except EOFError:
+                return
+            if not line.strip():
+                return
+            yield line.strip()
+    if file is not None and str(file) != "-" and file.suffix == ".jsonl":
+        from ..core.io import iter_jsonl
+
+        for where, row in iter_jsonl(file):
+            if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+                raise ConfigError(f"{file}: line {where}: expected an object with a 'question' string", path=file)
+            yield row["question"]
+        return
+    if file is None or str(file) == "-":
+        lines: Iterable[str] = sys.stdin
+    else:
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--file {file}: cannot read ({exc})", path=file, key="--file") from exc
+    for line in lines:
+        if line.strip():
+            yield line.strip()
 
 
 def _parse_filters(items: list[str]) -> dict[str, str] | None:
@@ -126,7 +181,8 @@ def serve(
 
 @app.command()
 def demo(
-    config: Path = typer.Option(Path("configs/default.yaml"), "--config", "-c", help="YAML config file"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file (default: configs/default.yaml "
+                                                                      "here, else the one in ragpipe's source tree)"),
     questions: Optional[Path] = typer.Option(None, "--questions", help="JSONL of sample questions (default: data/sample_questions.jsonl)"),
     top_k: int = typer.Option(3, "--top-k", min=1),
     set_: Optional[List[str]] = SetOpt,
@@ -134,7 +190,7 @@ def demo(
     """Ingest the embedded sample corpus and answer its sample questions (retrieval only)."""
 
     def body() -> None:
-        pipe = _pipeline(config, set_ or [])
+        pipe = _pipeline(config or _demo_config(), set_ or [])
         report = pipe.ingest()
         typer.echo(f"indexed {report.documents} documents ({report.nodes} nodes) into {report.index_dir}; "
                    f"{report.new_embeddings} new embeddings, {report.cached_embeddings} cached")
@@ -154,6 +210,17 @@ def demo(
         typer.echo(f"\n{found}/{len(rows)} sample questions have their gold document in the top {top_k}")
 
     _run(body)
+
+
+def _demo_config() -> Path:
+    """``configs/default.yaml`` in the working folder, else in the source tree this package runs from."""
+    here = Path("configs/default.yaml")
+    if here.is_file():
+        return here
+    tree = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+    if tree.is_file():
+        return tree
+    raise ConfigError("no configs/default.yaml here or in ragpipe's source tree: pass -c CONFIG", key="--config")
 
 
 @app.command()
@@ -225,6 +292,16 @@ def compact(config: Path = ConfigOpt, set_: Optional[List[str]] = SetOpt) -> Non
 
 
 def run() -> None:  # console entry point
+    app()
+
+
+GLOBAL_FLAGS = ("--quiet", "-q", "--debug")
+
+
+def run_as(command: str) -> None:
+    """``ragpipe [global flags] COMMAND ARGS`` for the ``scripts/*.py`` wrappers: global flags may come anywhere."""
+    args = sys.argv[1:]
+    sys.argv = ["ragpipe", *[a for a in args if a in GLOBAL_FLAGS], command, *[a for a in args if a not in GLOBAL_FLAGS]]
     app()
 
 

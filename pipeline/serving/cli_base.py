@@ -87,9 +87,13 @@ def _valid_text(text: str, what: str) -> str:
 
 
 def _pipeline(config: Path, overrides: Optional[List[str]]) -> Any:
+    """The config's Pipeline; the config is read first, so its errors come before the ML stack is imported."""
+    from ..config import load_config
+
+    cfg = load_config(config, overrides or [])
     from .pipeline import Pipeline
 
-    return Pipeline.from_config(config, overrides or [], show_progress=True)
+    return Pipeline(cfg, show_progress=True)
 
 
 def _hits_json(hits: list[Any]) -> list[dict[str, Any]]:

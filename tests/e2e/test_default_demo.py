@@ -52,3 +52,14 @@ def test_qdrant_demo_runs_from_the_cli(real_model: None, tmp_path: Path) -> None
     assert "indexed 45 documents" in out.stdout
     found = int(out.stdout.strip().splitlines()[-1].split("/")[0])
     assert found >= 9, out.stdout[-1500:]
+
+
+def test_demo_runs_from_outside_the_repo(real_model: None, tmp_path: Path) -> None:
+    """`ragpipe demo` with no -c, started in a folder that is not the repo, finds the default config and its data."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pipeline.serving.cli", "--quiet", "demo", "--set", f"index_dir={tmp_path / 'index'}"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "indexed 45 documents" in out.stdout and int(out.stdout.strip().splitlines()[-1].split("/")[0]) >= 9

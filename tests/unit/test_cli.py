@@ -120,3 +120,40 @@ def test_ingest_skips_unreadable_files_and_strict_fails(tiny_config: dict[str, A
     result = runner.invoke(app, ["--quiet", "ingest", "-c", str(path), "--strict"])
     assert result.exit_code == 1 and "broken.docx" in result.stderr
     assert "indexed 1 documents" in result.stdout  # the readable files are still indexed
+
+
+def test_query_many_questions_load_once(tiny_config: dict[str, Any], tmp_path: Path) -> None:
+    """--file (plain lines or .jsonl) and stdin answer every question in one process, one JSON line each."""
+    cfg = _write(tmp_path, tiny_config)
+    assert runner.invoke(app, ["--quiet", "ingest", "-c", str(cfg)]).exit_code == 0
+    (tmp_path / "q.txt").write_text("김치는 어떻게 만드나요?\n\n서울은 어떤 도시인가요?\n", encoding="utf-8")
+    (tmp_path / "q.jsonl").write_text('{"question": "김치는 어떻게 만드나요?"}\n', encoding="utf-8")
+    result = runner.invoke(app, ["--quiet", "query", "-c", str(cfg), "--file", str(tmp_path / "q.txt"), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["query"] for r in rows] == ["김치는 어떻게 만드나요?", "서울은 어떤 도시인가요?"]
+    assert rows[0]["results"][0]["doc_id"] == "kimchi" and rows[1]["results"][0]["doc_id"] == "seoul"
+    result = runner.invoke(app, ["--quiet", "query", "-c", str(cfg), "--file", str(tmp_path / "q.jsonl"), "--json"])
+    assert [json.loads(line)["query"] for line in result.stdout.splitlines()] == ["김치는 어떻게 만드나요?"]
+    result = runner.invoke(app, ["--quiet", "query", "-c", str(cfg)], input="서울은 어떤 도시인가요?\n")
+    assert result.exit_code == 0 and "질문: 서울은 어떤 도시인가요?" in result.stdout
+    result = runner.invoke(app, ["--quiet", "query", "-c", str(cfg), "--file", str(tmp_path / "nope.txt")])
+    assert result.exit_code == 2 and "nope.txt: no such file" in result.stderr
+
+
+def test_script_wrappers_take_global_flags_anywhere(tiny_config: dict[str, Any], tmp_path: Path,
+                                                    monkeypatch: Any, capsys: Any) -> None:
+    """`python scripts/query.py -c C -q QUESTION` works like `ragpipe -q query -c C QUESTION`."""
+    import sys
+
+    import pytest
+
+    from pipeline.serving.cli import run_as
+
+    cfg = _write(tmp_path, tiny_config)
+    assert runner.invoke(app, ["--quiet", "ingest", "-c", str(cfg)]).exit_code == 0
+    monkeypatch.setattr(sys, "argv", ["scripts/query.py", "-c", str(cfg), "-q", "김치는 어떻게 만드나요?", "--json"])
+    with pytest.raises(SystemExit) as stop:
+        run_as("query")
+    assert stop.value.code == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["doc_id"] == "kimchi"

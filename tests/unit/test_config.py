@@ -127,3 +127,16 @@ def test_config_reference_is_current() -> None:
     for key in ("data.extensions", "data.recursive", "embedding.device", "runtime.threads", "evaluation.setups_dir"):
         assert f"| `{key}` |" in text, key
     assert doc.read_text(encoding="utf-8") == text, "docs/config.md is stale: python -m pipeline.config.reference > docs/config.md"
+
+
+def test_eval_config_outside_configs_uses_the_shipped_setups(tmp_path: Path) -> None:
+    from pipeline.config.evaluation import load_eval_config
+    from pipeline.core.errors import ConfigError
+
+    path = tmp_path / "my-eval.yaml"
+    path.write_text("evaluation:\n  dataset: {kind: squad, path: qa.json}\n  setups: [bm25-kiwi]\n  default_setup: bm25-kiwi\n",
+                    encoding="utf-8")
+    setups = load_eval_config(path).load_setups()
+    assert setups["bm25-kiwi"].retrieval.retrievers[0].type == "bm25"
+    with pytest.raises(ConfigError, match=r"no setup file .*bm25-kiwi\.yaml.*set evaluation\.setups_dir"):
+        load_eval_config(path, ["evaluation.setups_dir=nowhere"]).load_setups()
