@@ -1,10 +1,14 @@
-"""One place for progress bars: tqdm on stderr, off when not a terminal or when asked."""
+"""One place for progress: tqdm bars on a terminal; on a log (stderr not a terminal), a line per long stage.
+
+``RAGPIPE_FORCE_PROGRESS=1`` draws bars anyway; ``RAGPIPE_NO_PROGRESS=1`` or ``--quiet`` turns both off.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Iterable, TypeVar
+import time
+from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -35,10 +39,37 @@ def progress_enabled(show_progress: bool = True) -> bool:
     return sys.stderr.isatty() or os.environ.get("RAGPIPE_FORCE_PROGRESS") == "1"
 
 
-def progress(iterable: Iterable[T], desc: str, total: int | None = None, show_progress: bool = True, unit: str = "it") -> Iterable[T]:
-    """Wrap ``iterable`` in a ``ragpipe:``-prefixed tqdm bar when enabled."""
-    if not progress_enabled(show_progress):
-        return iterable
-    from tqdm.auto import tqdm
+LINE_EVERY_S = 30.0  # a log gets a line this often during a stage
+LINE_MIN_S = 2.0  # and one at the end of a stage that took at least this long
 
-    return tqdm(iterable, desc=f"ragpipe: {desc}", total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, show_progress: bool = True, unit: str = "it") -> Iterable[T]:
+    """Wrap ``iterable`` in a ``ragpipe:``-prefixed tqdm bar on a terminal, or in progress lines on a log."""
+    if progress_enabled(show_progress):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=f"ragpipe: {desc}", total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
+    if not show_progress or _FORCED_OFF or os.environ.get("RAGPIPE_NO_PROGRESS") == "1":
+        return iterable
+    return _lines(iterable, desc, total, unit)
+
+
+def _lines(iterable: Iterable[T], desc: str, total: int | None, unit: str) -> Iterator[T]:
+    """``iterable``, writing ``ragpipe: DESC: n/total UNIT (rate/s)`` to stderr every LINE_EVERY_S and at the end."""
+    start = last = time.monotonic()
+    done = 0
+
+    def line(final: bool) -> None:
+        seconds = max(time.monotonic() - start, 1e-9)
+        count = f"{done}/{total}" if total and not final else str(done)
+        took = f" in {seconds:.1f} s" if final else ""
+        print(f"ragpipe: {desc}: {count} {unit}{took} ({done / seconds:.1f} {unit}/s)", file=sys.stderr, flush=True)
+
+    for item in iterable:
+        yield item
+        done += 1
+        if time.monotonic() - last >= LINE_EVERY_S:
+            line(final=False)
+            last = time.monotonic()
+    if time.monotonic() - start >= LINE_MIN_S:
+        line(final=True)

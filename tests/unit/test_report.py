@@ -130,3 +130,22 @@ def test_question_groups_and_versions():
     assert question_groups(qs) == {"question_type": {"a": 1}}
     v = library_versions(["numpy", "surely-not-a-package-xyz"])
     assert "surely-not-a-package-xyz" not in v and v["numpy"][0].isdigit() and v["python"][0].isdigit()
+
+
+def test_plots_readable_with_many_setups():
+    """12 setups: 12 distinct colours, legends outside the axes, latency on a log axis (sparse ~1 ms vs dense ~100 ms)."""
+    from pipeline.evaluation.plots import hit_curves_figure, quality_latency_figure
+
+    base = _results()
+    setups = [build_setup_result(f"s{i}", _per_query(1 + i % 5), latencies_s={"end_to_end": [0.001 * (i + 1) ** 2] * 40})
+              for i in range(12)]
+    r = EvaluationResults(meta=base.meta, setups=setups)
+    for fig in (hit_curves_figure(r), quality_latency_figure(r)):
+        ax = fig.axes[0]
+        legend = ax.get_legend()
+        fig.canvas.draw()
+        assert legend.get_window_extent().x0 >= ax.get_window_extent().x1  # right of the plot, covering nothing
+        assert len(legend.get_texts()) == 12
+    lines = hit_curves_figure(r).axes[0].get_lines()
+    assert len({tuple(line.get_color()) for line in lines}) == 12
+    assert quality_latency_figure(r).axes[0].get_xscale() == "log"
