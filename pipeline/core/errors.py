@@ -35,6 +35,10 @@ class IndexMismatchError(IndexStateError):
     """The persisted index was built with other settings than the config asks for."""
 
 
+class OwnershipError(RagpipeError):
+    """An ingest from the source would undo documents written through the API (``upsert`` / ``POST /documents``)."""
+
+
 class RetrievalError(RagpipeError):
     """A query can't be answered (empty query, bad filter, ...)."""
 

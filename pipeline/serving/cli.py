@@ -1,4 +1,4 @@
-"""``ragpipe`` command line: ingest | query | serve | demo | evaluate | tune | compact (tools in ``cli_tools``, training in ``cli_train``)."""
+"""``ragpipe`` command line: ingest | query | serve | demo | evaluate | tune | compact (tools in ``cli_tools``, documents in ``cli_docs``, training in ``cli_train``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import typer
 
 from ..core.errors import ConfigError, RagpipeError
 from . import cli_tools  # noqa: F401  # registers the models, cache, similarity and query-image commands
+from . import cli_docs  # noqa: F401  # registers the docs commands
 from . import cli_train  # noqa: F401  # registers the finetune commands
 from .cli_base import ConfigOpt, JsonOpt, SetOpt, _hits_json, _pipeline, _print_hits, _run, _state, _valid_text, app
 
@@ -24,15 +25,19 @@ def ingest(
     set_: Optional[List[str]] = SetOpt,
     rebuild: bool = typer.Option(False, "--rebuild", help="Ignore the previous index state"),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when a source file could not be read (it is still left out)"),
+    take_over: bool = typer.Option(False, "--take-over", help="Let the source replace or remove documents written "
+                                                             "through the API (upsert / POST /documents); by default "
+                                                             "ingest keeps them and refuses to overwrite them"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Load the configured source, embed and index it into the index directory.
 
     A folder file that cannot be read is named, left out and listed at the end; the rest is indexed.
+    Documents written through the API are kept, and never overwritten without --take-over.
     """
 
     def body() -> None:
-        report = _pipeline(config, set_).ingest(rebuild=rebuild)
+        report = _pipeline(config, set_).ingest(rebuild=rebuild, take_over=take_over)
         if as_json:
             typer.echo(json.dumps(asdict(report), ensure_ascii=False, indent=2))
         else:

@@ -22,7 +22,7 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from ..config import Config, apply_overrides, config_from_dict, load_config
-from ..core.errors import LoaderError
+from ..core.errors import IndexStateError, LoaderError, OwnershipError
 from ..ingest.chunking import chunk_documents, chunk_token_counter
 from ..ingest.loaders import SkippedFile, load_documents
 from ..ingest.vectors import embed_nodes
@@ -32,7 +32,7 @@ from ..retrieval.filters import FilterSpec, warn_unknown_keys
 from ..retrieval.rerank import build_reranker
 from ..retrieval.search import MAX_QUERY_CHARS, SearchPipeline, SearchResult
 from ..storage import index_dir
-from ..storage.live import apply_changes, diff, open_latest, replay, to_record
+from ..storage.live import api_written, apply_changes, open_latest, replay, source_changes, to_record
 from ..storage.lock import writer_lock
 from ..storage.snapshot import Snapshot, build_legs, doc_hash, in_memory, write_version
 from ..storage.wal import append_wal, wal_path
@@ -172,29 +172,46 @@ class Pipeline:
         vectors = embed_nodes(self.embed_model, nodes, show_progress=self.show_progress) if cfg.uses_dense() else None
         return nodes, vectors
 
-    def ingest(self, rebuild: bool = False, documents: list[Any] | None = None) -> IngestReport:
+    def ingest(self, rebuild: bool = False, documents: list[Any] | None = None, take_over: bool = False) -> IngestReport:
         """Bring the index in line with the source (or with ``documents``) and write a new version.
 
         Only added or changed documents are chunked, embedded (the cache skips known text) and tokenised;
         removed ones are dropped. ``rebuild`` (or a missing index) builds everything from scratch. Writers
         in other processes wait for the writer lock.
+
+        Documents written through ``upsert`` (the API) belong to the API: ingest keeps those the source lacks and
+        refuses (``OwnershipError``) to replace them with the source's version, or to rebuild without them, unless
+        ``take_over``, when the source wins and the index becomes exactly the source.
         """
         t0 = time.perf_counter()
         docs, skipped = self._source_documents(documents)
         with self._writing():
             if rebuild or index_dir.read_current(self.index_path) is None:
+                if not take_over:
+                    self._refuse_dropping_api_writes()
                 snapshot = write_version(self.index_path, self.config, self._fresh(docs))
                 counts: tuple[int, ...] = (len(docs), 0, 0, 0)
             else:
                 base = self._latest()
-                added, changed, removed, change = diff(base, docs)
-                snapshot, _ = apply_changes(base, self.config, added + changed, removed, self._prepare, self._load_reranker())
+                upserts, deletes, change = source_changes(base, docs, take_over)
+                snapshot, _ = apply_changes(base, self.config, upserts, deletes, self._prepare, self._load_reranker())
                 counts = tuple(change)
                 if snapshot is not base or base.wal_records:  # else nothing changed: nothing to write
                     snapshot = write_version(self.index_path, self.config, snapshot)
             self._publish(snapshot)
         logger.info("ingested %d documents -> %d nodes into %s (%s)", len(docs), len(snapshot.nodes), self.index_path, snapshot.version)
         return replace(self._report(snapshot, counts, t0), skipped=skipped)
+
+    def _refuse_dropping_api_writes(self) -> None:
+        """OwnershipError when the index holds documents written through the API (a rebuild from the source drops them)."""
+        try:
+            owned = sorted(api_written(self.index_path))
+        except IndexStateError:  # a damaged index: nothing can be read, nothing to keep
+            return
+        if owned:
+            raise OwnershipError(f"--rebuild would drop {len(owned)} document(s) written through the API (upsert / POST "
+                                 f"/documents): {', '.join(owned[:10])}{' ...' if len(owned) > 10 else ''}. Re-run with "
+                                 "--take-over to rebuild from the source alone", key="doc_id", value=owned)
 
     def _source_documents(self, documents: list[Any] | None) -> tuple[list[Any], list[SkippedFile]]:
         """(``documents`` or the configured source's, the source files left out as unreadable); an empty corpus is
@@ -260,11 +277,12 @@ class Pipeline:
         self._reset_counts()
         with self._writing():
             if index_dir.read_current(self.index_path) is None and upserts and not deletes:
-                new = write_version(self.index_path, self.config, self._fresh(upserts))
+                new = write_version(self.index_path, self.config,
+                                    replace(self._fresh(upserts), api_ids=frozenset(d.doc_id for d in upserts)))
                 self._publish(new)
                 return self._report(new, (len(upserts), 0, 0, 0), t0)
             base = self._latest()
-            new, change = apply_changes(base, self.config, upserts, deletes, self._prepare, self._load_reranker())
+            new, change = apply_changes(base, self.config, upserts, deletes, self._prepare, self._load_reranker(), by_api=True)
             if new is not base:  # log first (the acknowledgement), then serve
                 end = append_wal(wal_path(self.index_path, str(base.version)), to_record(upserts, deletes))
                 new = replace(new, wal_end=end, wal_records=base.wal_records + 1)

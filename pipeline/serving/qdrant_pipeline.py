@@ -51,9 +51,10 @@ class QdrantPipeline(Pipeline):
 
     # ------------------------------------------------------------------ writes
 
-    def ingest(self, rebuild: bool = False, documents: list[Any] | None = None) -> IngestReport:
+    def ingest(self, rebuild: bool = False, documents: list[Any] | None = None, take_over: bool = True) -> IngestReport:
         """Bring the collection in line with the source: a new collection on ``rebuild`` (or none yet), else only
-        the added, changed and removed documents are written."""
+        the added, changed and removed documents are written. The collection does not record who wrote a document,
+        so the source always wins here (``take_over`` is accepted for the same signature)."""
         t0 = time.perf_counter()
         docs, skipped = self._source_documents(documents)
         with self._writing():

@@ -56,6 +56,7 @@ class Manifest:
     retrievers: dict[str, dict[str, Any]]
     doc_hashes: dict[str, str]
     counts: dict[str, int]
+    api_written: list[str] = field(default_factory=list)  # ids whose last write came through upsert, not the source
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     libraries: dict[str, str] = field(default_factory=library_versions)
     schema_version: int = SCHEMA_VERSION

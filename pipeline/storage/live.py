@@ -19,7 +19,7 @@ from llama_index.core.embeddings import BaseEmbedding
 from llama_index.core.schema import TextNode
 
 from ..config import Config
-from ..core.errors import IndexStateError, RetrievalError
+from ..core.errors import IndexStateError, OwnershipError, RetrievalError
 from . import index_dir
 from .registry import kind_of
 from .snapshot import Snapshot, assemble, doc_hash, group_nodes, open_version
@@ -51,10 +51,11 @@ def diff(snapshot: Snapshot, documents: Sequence[Any]) -> tuple[list[Any], list[
 
 
 def apply_changes(snapshot: Snapshot, cfg: Config, upserts: Sequence[Any], deletes: Sequence[str], prepare: Prepare,
-                  reranker: Any = None) -> tuple[Snapshot, Changes]:
+                  reranker: Any = None, by_api: bool = False) -> tuple[Snapshot, Changes]:
     """A new snapshot with ``upserts`` added or replaced (by doc_id) and ``deletes`` removed.
 
     Unchanged upserts are no-ops. Only new or changed text is chunked, embedded and tokenised.
+    ``by_api``: the upserts came through the API, which then owns them; else the source owns them again.
 
     :raises RetrievalError: an unknown id to delete, or a change that would leave no document.
     """
@@ -72,8 +73,10 @@ def apply_changes(snapshot: Snapshot, cfg: Config, upserts: Sequence[Any], delet
     changes = Changes(sum(1 for d in new_docs if d.doc_id not in snapshot.documents),
                       sum(1 for d in new_docs if d.doc_id in snapshot.documents), len(set(deletes)),
                       len(fresh) - len(new_docs))
+    written = set(fresh)
+    api_ids = frozenset((snapshot.api_ids - set(deletes) - written) | (written if by_api else set()))
     if not new_docs and not gone_nodes:
-        return snapshot, changes
+        return (snapshot if api_ids == snapshot.api_ids else replace(snapshot, api_ids=api_ids)), changes
     new_nodes, vectors = prepare(new_docs) if new_docs else ([], None)
     nodes = {k: n for k, n in snapshot.nodes.items() if k not in gone_nodes}
     nodes.update({n.node_id: n for n in new_nodes})
@@ -82,7 +85,8 @@ def apply_changes(snapshot: Snapshot, cfg: Config, upserts: Sequence[Any], delet
             for name, leg in snapshot.legs.items()}
     doc_nodes = {k: v for k, v in snapshot.doc_nodes.items() if k not in gone_docs}
     doc_nodes.update(group_nodes({n.node_id: n for n in new_nodes}))
-    new = replace(snapshot, search=assemble(cfg, legs, reranker), nodes=nodes, legs=legs, documents=documents, doc_nodes=doc_nodes)
+    new = replace(snapshot, search=assemble(cfg, legs, reranker), nodes=nodes, legs=legs, documents=documents,
+                  doc_nodes=doc_nodes, api_ids=api_ids)
     return new, changes
 
 
@@ -102,7 +106,7 @@ def replay(snapshot: Snapshot, cfg: Config, folder: Path, prepare: Prepare, rera
         return snapshot
     for rec in read.records:
         docs = [Document(text=d["text"], id_=d["doc_id"], metadata=d.get("metadata") or {}) for d in rec.documents]
-        snapshot, _ = apply_changes(snapshot, cfg, docs, rec.doc_ids, prepare, reranker)
+        snapshot, _ = apply_changes(snapshot, cfg, docs, rec.doc_ids, prepare, reranker, by_api=True)  # the log holds API writes only
     logger.info("replayed %d logged change(s) on %s", len(read.records), snapshot.version)
     return replace(snapshot, wal_end=read.end, wal_records=snapshot.wal_records + len(read.records))
 
@@ -124,3 +128,49 @@ def open_latest(folder: Path, cfg: Config, embed_model: BaseEmbedding | None, pr
             continue
         return replay(snapshot, cfg, folder, prepare, reranker)
     raise IndexStateError(f"{folder}: the index changed {attempts} times while it was being opened ({last})", path=folder)
+
+
+def documents_on_disk(folder: Path) -> tuple[dict[str, Any], set[str]]:
+    """(doc_id -> Document, ids written through the API) of ``CURRENT`` with its log applied, read without models or legs."""
+    folder = Path(folder)
+    version = index_dir.require_current(folder)
+    documents = {d.doc_id: d for d in index_dir.read_documents(folder / version / index_dir.DOCUMENTS)}
+    api = set(index_dir.read_manifest(folder / version).api_written)
+    for rec in read_wal(wal_path(folder, version)).records:  # every logged record is an API write
+        for doc_id in rec.doc_ids:
+            documents.pop(doc_id, None)
+            api.discard(doc_id)
+        for d in rec.documents:
+            documents[d["doc_id"]] = Document(text=d["text"], id_=d["doc_id"], metadata=d.get("metadata") or {})
+            api.add(d["doc_id"])
+    return documents, api
+
+
+def api_written(folder: Path) -> set[str]:
+    """Ids of documents whose last write came through the API (empty when there is no index yet)."""
+    if index_dir.read_current(Path(folder)) is None:
+        return set()
+    return documents_on_disk(folder)[1]
+
+
+def source_changes(snapshot: Snapshot, documents: Sequence[Any], take_over: bool) -> tuple[list[Any], list[str], Changes]:
+    """What an ingest of the full source ``documents`` writes: (upserts, deletes, counts).
+
+    The API owns what it wrote: documents the source lacks are kept, and a source version of an API-written
+    document is refused (``OwnershipError``) unless ``take_over``, when the source wins everywhere.
+    """
+    added, changed, removed, counts = diff(snapshot, documents)
+    if take_over:
+        return added + changed, removed, counts
+    undo = sorted(d.doc_id for d in changed if d.doc_id in snapshot.api_ids)
+    if undo:
+        raise OwnershipError(
+            f"the source would replace {len(undo)} document(s) last written through the API (upsert / POST /documents): "
+            f"{', '.join(undo[:10])}{' ...' if len(undo) > 10 else ''}. Delete them through the API first, or re-run "
+            "with --take-over to let the source win", key="doc_id", value=undo)
+    kept = [k for k in removed if k in snapshot.api_ids]
+    if kept:
+        logger.info("kept %d document(s) written through the API that the source does not have (--take-over removes them)",
+                    len(kept))
+    removed = [k for k in removed if k not in snapshot.api_ids]
+    return added + changed, removed, counts._replace(removed=len(removed), unchanged=counts.unchanged + len(kept))

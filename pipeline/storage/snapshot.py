@@ -62,6 +62,7 @@ class Snapshot:
     wal_records: int = 0
     manifest: index_dir.Manifest | None = None
     embedding: dict[str, Any] | None = None
+    api_ids: frozenset[str] = frozenset()  # documents whose last write came through upsert (the API owns them)
 
     @cached_property
     def metadata_keys(self) -> frozenset[str]:
@@ -123,7 +124,7 @@ def write_version(folder: Path, cfg: Config, snapshot: Snapshot) -> Snapshot:
         manifest = index_dir.Manifest(
             config_sha256=cfg.fingerprint(), embedding=snapshot.embedding, build=expected_build(cfg),
             retrievers={name: {"type": rcfgs[name].type} for name in snapshot.legs}, doc_hashes=hashes,
-            counts={"documents": len(documents), "nodes": len(snapshot.nodes)},
+            counts={"documents": len(documents), "nodes": len(snapshot.nodes)}, api_written=sorted(snapshot.api_ids),
         )
         index_dir.write_manifest(tmp, manifest, cfg)
     index_dir.write_current(folder, version)
@@ -141,4 +142,4 @@ def open_version(folder: Path, version: str, cfg: Config, embed_model: BaseEmbed
     documents = index_dir.read_documents(path / index_dir.DOCUMENTS)
     legs = {r.name: kind_of(r).load(r, path / RETRIEVERS_DIR / r.name, nodes, embed_model) for r in cfg.retrieval.retrievers}
     return Snapshot(assemble(cfg, legs, reranker), nodes, legs, {d.doc_id: d for d in documents}, group_nodes(nodes),
-                    version=version, manifest=manifest, embedding=manifest.embedding)
+                    version=version, manifest=manifest, embedding=manifest.embedding, api_ids=frozenset(manifest.api_written))

@@ -157,3 +157,25 @@ def test_script_wrappers_take_global_flags_anywhere(tiny_config: dict[str, Any],
         run_as("query")
     assert stop.value.code == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["doc_id"] == "kimchi"
+
+
+def test_docs_list_show_export(tiny_config: dict[str, Any], tmp_path: Path) -> None:
+    from llama_index.core import Document
+
+    from pipeline import Pipeline
+
+    cfg = _write(tmp_path, tiny_config)
+    assert runner.invoke(app, ["--quiet", "ingest", "-c", str(cfg)]).exit_code == 0
+    Pipeline.from_config(cfg).upsert([Document(text="복지 규정: 건강검진은 매년 한다.", id_="hr/welfare.md", metadata={"title": "복지"})])
+    result = runner.invoke(app, ["docs", "list", "-c", str(cfg), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["doc_id"]: r for r in json.loads(result.stdout)}
+    assert len(rows) == 7 and rows["hr/welfare.md"]["owner"] == "api" and rows["kimchi"]["owner"] == "source"
+    result = runner.invoke(app, ["docs", "show", "-c", str(cfg), "hr/welfare.md"])
+    assert result.exit_code == 0 and "owner: api" in result.stdout and "건강검진은 매년" in result.stdout
+    result = runner.invoke(app, ["docs", "show", "-c", str(cfg), "welfare"])
+    assert result.exit_code == 1 and "similar ids: hr/welfare.md" in result.stderr
+    out = tmp_path / "export.jsonl"
+    assert runner.invoke(app, ["docs", "export", "-c", str(cfg), "--out", str(out)]).exit_code == 0
+    exported = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["doc_id"] for r in exported] == sorted(rows) and exported[0]["text"]

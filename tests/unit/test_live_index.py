@@ -185,3 +185,27 @@ def test_delete_many_and_ids_with_slashes_over_http(live_config: dict[str, Any])
     assert "seoul" in {d.doc_id for d in pipe.documents()}  # all or none
     r = client.request("DELETE", "/documents", json={"doc_ids": ["seoul", "kimchi"]})
     assert r.status_code == 200 and r.json()["report"]["documents"] == 4
+
+
+def test_the_api_owns_what_it_wrote(tiny_config: dict[str, Any]) -> None:
+    """Re-ingesting the source keeps API-only documents, refuses to revert API writes, and --take-over lets the source win."""
+    from pipeline.core.errors import OwnershipError
+
+    Pipeline.from_config(tiny_config).ingest()
+    seoul = next(r for r in TINY_DOCS if r["doc_id"] == "seoul")
+    api = Pipeline.from_config(tiny_config)
+    api.upsert(_docs(EXTRA[:1]) + _docs([{**seoul, "text": "서울은 API로 고친 글이다."}]))
+    before = Pipeline.from_config(tiny_config).document_hashes()
+    with pytest.raises(OwnershipError, match=r"replace 1 document\(s\) last written through the API.*seoul.*--take-over"):
+        Pipeline.from_config(tiny_config).ingest()  # a fresh process: ownership comes from the log
+    assert Pipeline.from_config(tiny_config).document_hashes() == before  # nothing was undone
+    api.delete(["seoul"])  # the API gives seoul up; jeju stays the API's
+    api.compact()  # ownership now comes from the manifest
+    report = Pipeline.from_config(tiny_config).ingest()
+    assert (report.added, report.removed) == (1, 0)  # seoul back from the source; jeju, which the source lacks, kept
+    assert "jeju" in Pipeline.from_config(tiny_config).document_hashes()
+    with pytest.raises(OwnershipError, match=r"--rebuild would drop 1 document\(s\).*jeju"):
+        Pipeline.from_config(tiny_config).ingest(rebuild=True)
+    report = Pipeline.from_config(tiny_config).ingest(take_over=True)
+    assert report.removed == 1 and "jeju" not in Pipeline.from_config(tiny_config).document_hashes()
+    Pipeline.from_config(tiny_config).ingest(rebuild=True)  # nothing of the API's left to drop
