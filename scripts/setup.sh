@@ -12,11 +12,19 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.ragpipe-lock-$(sha256sum requirements.lock | cut -c1-16)
+# pip notes about this machine's package-index settings are not ragpipe's business: keep set-up output to what matters
+quiet_pip() { "$@" 2> >(grep -v -e "is ignored: it is neither a file nor a directory" -e "does not provide the extra" >&2); }
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -r requirements.lock
+  quiet_pip .venv/bin/python -m pip install --quiet --upgrade pip
+  quiet_pip .venv/bin/python -m pip install --quiet -r requirements.lock
   rm -f .venv/.ragpipe-lock-*
   touch "$stamp"
 fi
-.venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+pkg_stamp=.venv/.ragpipe-pkg-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
+if [ ! -f "$pkg_stamp" ] || ! .venv/bin/python -c 'import pipeline' 2>/dev/null; then
+  # the build's own notes (an editable install, folder names) are warnings for package authors, not for users
+  PYTHONWARNINGS=ignore quiet_pip .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+  rm -f .venv/.ragpipe-pkg-*
+  touch "$pkg_stamp"
+fi
 .venv/bin/ragpipe --quiet models prepare

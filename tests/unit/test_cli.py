@@ -91,7 +91,7 @@ def test_version_matches_the_package_and_license_exists() -> None:
     assert result.exit_code == 0 and result.stdout.strip() == f"ragpipe {version('ragpipe')}"
     root = Path(__file__).resolve().parents[2]
     pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
-    assert 'license = {text = "MIT"}' in pyproject and (root / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")
+    assert 'license = "MIT"' in pyproject and (root / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")
 
 
 def test_answer_without_an_llm_says_so(tiny_config: dict[str, Any], tmp_path: Path) -> None:
