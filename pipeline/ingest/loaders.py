@@ -228,9 +228,17 @@ def _read_file(file: Path, rel: str) -> Document:
     text = "\n\n".join(p.text for p in parts)
     if not text.strip():
         raise LoaderError(f"{file}: no text found (a scanned PDF or an empty file?)", path=file)
-    title = next((p.metadata["title"] for p in parts if p.metadata.get("title")), None)
+    title = next((p.metadata["title"] for p in parts if p.metadata.get("title")), None) or _markdown_title(file, text)
     meta = {"file_path": rel, "file_name": file.name, **({"title": title} if title else {}), "doc_id": rel}
     return Document(text=text, id_=rel, metadata=meta)
+
+
+def _markdown_title(file: Path, text: str) -> str | None:
+    """A Markdown file's first ``# heading``, if it opens with one."""
+    if file.suffix.lower() != ".md":
+        return None
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first.lstrip("#").strip() or None if first.startswith("#") else None
 
 
 def _read_hf(data: DataConfig, path: Path | None) -> list[Document]:

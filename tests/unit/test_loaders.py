@@ -56,6 +56,8 @@ def test_folder_reader(tmp_path: Path) -> None:
     docs = load_documents(_cfg(tmp_path, loader="folder", path="docs"))
     assert sorted(d.doc_id for d in docs) == ["a.txt", "sub/b.md"]
     assert any("김치는" in d.text for d in docs)
+    titles = {d.doc_id: d.metadata.get("title") for d in docs}
+    assert titles == {"a.txt": None, "sub/b.md": "김치"}  # a Markdown file's first heading
 
 
 def test_klue_and_squad_loaders(tmp_path: Path) -> None:
