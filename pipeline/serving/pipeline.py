@@ -339,16 +339,18 @@ class Pipeline:
             with self._open_lock:
                 if self._snapshot is None:
                     opened = open_latest(self.index_path, self.config, self._query_model, self._prepare, self._load_reranker())
-                    self._warm_up(opened.search)
+                    self._warm_up(opened)
                     self._snapshot = opened
                 snapshot = self._snapshot
         return snapshot
 
     @staticmethod
-    def _warm_up(search: SearchPipeline) -> None:
-        """One throw-away query, so lazy loads (kiwi's model, torch kernels) don't land on the first real one."""
+    def _warm_up(snapshot: Snapshot) -> None:
+        """One throw-away query made of indexed words, so lazy loads (kiwi's model, bm25s's formulas, the encoder's
+        first run) don't land on the first real query."""
         t0 = time.perf_counter()
-        search.run("준비 운동")
+        first = next(iter(snapshot.nodes.values()), None)
+        snapshot.search.run(" ".join(first.get_content().split()[:8]) if first is not None else "준비 운동")
         logger.debug("warm-up query took %.2f s", time.perf_counter() - t0)
 
     def _load_reranker(self) -> Any:
