@@ -202,7 +202,7 @@ def _read_folder(data: DataConfig, path: Path, skipped: list[SkippedFile] | None
         except LoaderError as exc:
             if skipped is None:
                 raise
-            logger.warning("skipped %s", exc)
+            logger.info("skipped %s", exc)  # the caller reports every skipped file at the end
             skipped.append(SkippedFile(str(file), str(exc).removeprefix(f"{file}: ")))
             continue
         docs.append(doc)
