@@ -171,3 +171,18 @@ def test_finetune_reranker_trains_a_cross_encoder(ft_config: Any, tiny_pair_mode
 
     ranked = reranker.rerank([NodeWithScore(node=TextNode(text=d.text), score=0.0) for d in qa.documents], pairs.train[0].query)
     assert len(ranked) == 2
+
+
+def test_finetune_reranker_resumes(ft_config: Any, tiny_pair_model_dir: Path, tmp_path: Path) -> None:
+    """A reranker run stopped at a checkpoint goes on from it: the curve keeps its steps and the run ends later."""
+    from pipeline.training.reranker import finetune_reranker
+
+    qa, out = _qa(), tmp_path / "rr"
+    kw = dict(base=str(tiny_pair_model_dir), batch_size=8, lr=3e-3, negatives=2, max_length=64, val_fraction=0.2,
+              eval_steps=4, device="cpu", freeze_embeddings=False, show_progress=False)
+    first = finetune_reranker(ft_config, qa, out, max_steps=4, **kw)
+    assert [p["step"] for p in first["validation_curve"]] == [0, 4]
+    assert (out / "checkpoints" / "checkpoint-4").is_dir()
+    resumed = finetune_reranker(ft_config, qa, out, max_steps=8, resume=True, **kw)
+    assert [p["step"] for p in resumed["validation_curve"]] == [0, 4, 8]
+    assert resumed["validation_curve"][1] == first["validation_curve"][1]  # step 4 kept from the first run, not redone
