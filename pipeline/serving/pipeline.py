@@ -22,7 +22,7 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from ..config import Config, apply_overrides, config_from_dict, load_config
-from ..core.errors import IndexStateError, LoaderError, OwnershipError
+from ..core.errors import LoaderError
 from ..ingest.chunking import chunk_documents, chunk_token_counter
 from ..ingest.loaders import SkippedFile, load_documents
 from ..ingest.vectors import embed_nodes
@@ -32,7 +32,7 @@ from ..retrieval.filters import FilterSpec, warn_unknown_keys
 from ..retrieval.rerank import build_reranker
 from ..retrieval.search import MAX_QUERY_CHARS, SearchPipeline, SearchResult
 from ..storage import index_dir
-from ..storage.live import api_written, apply_changes, open_latest, replay, source_changes, to_record
+from ..storage.live import apply_changes, refuse_dropping_api_writes, open_latest, replay, source_changes, to_record
 from ..storage.lock import writer_lock
 from ..storage.snapshot import Snapshot, build_legs, doc_hash, in_memory, write_version
 from ..storage.wal import append_wal, wal_path
@@ -188,7 +188,7 @@ class Pipeline:
         with self._writing():
             if rebuild or index_dir.read_current(self.index_path) is None:
                 if not take_over:
-                    self._refuse_dropping_api_writes()
+                    refuse_dropping_api_writes(self.index_path)
                 snapshot = write_version(self.index_path, self.config, self._fresh(docs))
                 counts: tuple[int, ...] = (len(docs), 0, 0, 0)
             else:
@@ -201,17 +201,6 @@ class Pipeline:
             self._publish(snapshot)
         logger.info("ingested %d documents -> %d nodes into %s (%s)", len(docs), len(snapshot.nodes), self.index_path, snapshot.version)
         return replace(self._report(snapshot, counts, t0), skipped=skipped)
-
-    def _refuse_dropping_api_writes(self) -> None:
-        """OwnershipError when the index holds documents written through the API (a rebuild from the source drops them)."""
-        try:
-            owned = sorted(api_written(self.index_path))
-        except IndexStateError:  # a damaged index: nothing can be read, nothing to keep
-            return
-        if owned:
-            raise OwnershipError(f"--rebuild would drop {len(owned)} document(s) written through the API (upsert / POST "
-                                 f"/documents): {', '.join(owned[:10])}{' ...' if len(owned) > 10 else ''}. Re-run with "
-                                 "--take-over to rebuild from the source alone", key="doc_id", value=owned)
 
     def _source_documents(self, documents: list[Any] | None) -> tuple[list[Any], list[SkippedFile]]:
         """(``documents`` or the configured source's, the source files left out as unreadable); an empty corpus is
@@ -339,18 +328,18 @@ class Pipeline:
             with self._open_lock:
                 if self._snapshot is None:
                     opened = open_latest(self.index_path, self.config, self._query_model, self._prepare, self._load_reranker())
-                    self._warm_up(opened)
+                    first = next(iter(opened.nodes.values()), None)  # indexed words reach every leg's scoring
+                    self._warm_up(opened.search, " ".join(first.get_content().split()[:8]) if first is not None else "준비 운동")
                     self._snapshot = opened
                 snapshot = self._snapshot
         return snapshot
 
     @staticmethod
-    def _warm_up(snapshot: Snapshot) -> None:
-        """One throw-away query made of indexed words, so lazy loads (kiwi's model, bm25s's formulas, the encoder's
-        first run) don't land on the first real query."""
+    def _warm_up(search: SearchPipeline, text: str = "준비 운동") -> None:
+        """One throw-away query, so lazy loads (kiwi's model, bm25s's formulas, the encoder's first run) don't land
+        on the first real one."""
         t0 = time.perf_counter()
-        first = next(iter(snapshot.nodes.values()), None)
-        snapshot.search.run(" ".join(first.get_content().split()[:8]) if first is not None else "준비 운동")
+        search.run(text)
         logger.debug("warm-up query took %.2f s", time.perf_counter() - t0)
 
     def _load_reranker(self) -> Any:

@@ -153,6 +153,18 @@ def api_written(folder: Path) -> set[str]:
     return documents_on_disk(folder)[1]
 
 
+def refuse_dropping_api_writes(folder: Path) -> None:
+    """OwnershipError when the index holds documents written through the API (a rebuild from the source drops them)."""
+    try:
+        owned = sorted(api_written(folder))
+    except IndexStateError:  # a damaged index: nothing can be read, nothing to keep
+        return
+    if owned:
+        raise OwnershipError(f"--rebuild would drop {len(owned)} document(s) written through the API (upsert / POST "
+                             f"/documents): {', '.join(owned[:10])}{' ...' if len(owned) > 10 else ''}. Re-run with "
+                             "--take-over to rebuild from the source alone", key="doc_id", value=owned)
+
+
 def source_changes(snapshot: Snapshot, documents: Sequence[Any], take_over: bool) -> tuple[list[Any], list[str], Changes]:
     """What an ingest of the full source ``documents`` writes: (upserts, deletes, counts).
 

@@ -9,6 +9,7 @@ from pipeline.core import progress as prog
 
 def test_lines_on_a_log(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("RAGPIPE_NO_PROGRESS")  # the tests' default
+    monkeypatch.setattr(prog, "_FORCED_OFF", False)  # the service tests turn progress off process-wide
     monkeypatch.setattr(prog, "LINE_EVERY_S", 0.0)
     monkeypatch.setattr(prog, "LINE_MIN_S", 0.0)
     assert list(prog.progress(range(3), "tokenize (kiwi)", total=3, unit="doc")) == [0, 1, 2]
@@ -19,6 +20,7 @@ def test_lines_on_a_log(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
 
 def test_short_stages_and_quiet_print_nothing(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("RAGPIPE_NO_PROGRESS")
+    monkeypatch.setattr(prog, "_FORCED_OFF", False)
     assert list(prog.progress(range(3), "loading files", total=3)) == [0, 1, 2]  # well under LINE_MIN_S
     monkeypatch.setattr(prog, "LINE_MIN_S", 0.0)
     monkeypatch.setenv("RAGPIPE_NO_PROGRESS", "1")
