@@ -7,6 +7,7 @@ from typing import Any, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
 
 from ..retrieval.search import MAX_QUERY_CHARS
+from .pipeline import IngestReport
 
 MAX_TOP_K = 100
 MAX_DOCUMENTS_PER_REQUEST = 1000
@@ -99,35 +100,14 @@ class QueryResponse(BaseModel):
     sources: list[Hit]
 
 
-class SkippedFileOut(BaseModel):
-    path: str
-    reason: str
-
-
-class WriteReport(BaseModel):
-    """What a write did (``Pipeline.upsert`` / ``delete``'s ``IngestReport``)."""
-
-    index_dir: str
-    documents: int = Field(..., description="Documents in the index after the write")
-    nodes: int
-    added: int
-    changed: int
-    removed: int
-    unchanged: int
-    new_embeddings: int
-    cached_embeddings: int
-    seconds: dict[str, float]
-    skipped: list[SkippedFileOut] = Field(default_factory=list)
-
-
 class UpsertResponse(BaseModel):
     upserted: list[str]
-    report: WriteReport
+    report: IngestReport = Field(..., description="What the write did; documents and nodes: the index after it")
 
 
 class DeleteResponse(BaseModel):
     deleted: list[str]
-    report: WriteReport
+    report: IngestReport
 
 
 class DocumentRef(BaseModel):
