@@ -181,6 +181,9 @@ def test_delete_many_and_ids_with_slashes_over_http(live_config: dict[str, Any])
     r = client.post("/documents", json={"documents": [{"doc_id": "hr/welfare.md", "text": "복지 제도는 매년 바뀐다."}]})
     assert r.status_code == 200
     assert client.delete("/documents/hr/welfare.md").status_code == 200
+    client.post("/documents", json={"documents": [{"doc_id": "hr/leave.md", "text": "연차는 열하루이다."}]})
+    r = client.delete("/documents/hr%2Fleave.md")  # percent-encoded, as some HTTP clients send it
+    assert r.status_code == 200 and r.json()["deleted"] == ["hr/leave.md"]
     assert client.request("DELETE", "/documents", json={"doc_ids": ["seoul", "nope"]}).status_code == 404
     assert "seoul" in {d.doc_id for d in pipe.documents()}  # all or none
     r = client.request("DELETE", "/documents", json={"doc_ids": ["seoul", "kimchi"]})
