@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from pathlib import Path
 
 from llama_index.core.embeddings import BaseEmbedding
 
 from ..config import EmbeddingConfig, EmbeddingProvider, Precision
 from ..core.errors import ConfigError, ModelResolutionError, RagpipeError
-from .resolve import effective_precision, resolve_model
+from .resolve import effective_precision, resolve_model, weights_stamp
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +113,9 @@ def embedding_key(cfg: EmbeddingConfig) -> str:
         from .onnx_embedding import RECIPES
 
         key += f"|backend={cfg.backend}|quantize={RECIPES[cfg.quantize]}"
+    local = Path(cfg.model).expanduser()
+    if local.is_dir():  # a local folder (e.g. a fine-tune): a model retrained into it must not reuse the old vectors
+        key += "|weights=" + hashlib.sha256(weights_stamp(local).encode()).hexdigest()[:16]
     return key
 
 

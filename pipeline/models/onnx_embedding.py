@@ -23,6 +23,7 @@ from pydantic import Field, PrivateAttr
 
 from ..core.errors import ConfigError, ModelResolutionError
 from ..core.io import atomic_directory, sha256_file, write_json_atomic
+from .resolve import weights_stamp
 from .threads import compute_threads
 
 logger = logging.getLogger(__name__)
@@ -50,9 +51,7 @@ def _pooling(model_dir: Path) -> str:
 
 
 def _export_dir(model_dir: Path, quantize: str, head: str = "encoder") -> Path:
-    weights = sorted(p for p in model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
-    stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights)
-    key = hashlib.sha256(f"{model_dir.resolve()}|{stamp}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{model_dir.resolve()}|{weights_stamp(model_dir)}".encode()).hexdigest()[:16]
     root = Path(os.environ.get("RAGPIPE_MODEL_DIR") or Path.home() / ".cache" / "ragpipe" / "models").expanduser()
     return root / "onnx" / f"{model_dir.name}-{key}" / (RECIPES[quantize] + ("" if head == "encoder" else f"-{head}"))
 

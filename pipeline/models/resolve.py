@@ -65,6 +65,13 @@ def _from_hf_hub(name: str, tried: list[str]) -> str | None:
         return None
 
 
+def weights_stamp(model_dir: Path) -> str:
+    """Identity of a local model folder's weights (file names, sizes, modification times): cheap, and it changes
+    whenever a model is retrained into the same folder."""
+    weights = sorted(Path(model_dir).glob("*.safetensors")) or sorted(Path(model_dir).glob("*.bin"))
+    return "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights)
+
+
 def cpu_supports_bf16() -> bool:
     """True where the CPU has native bf16 matrix support (AVX512-BF16 or AMX)."""
     try:

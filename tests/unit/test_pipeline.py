@@ -192,3 +192,23 @@ def test_fusion_modes_switch_from_config(tiny_config: dict[str, Any]) -> None:
         hits = _pipe(cfg).retrieve("김치 양념", top_k=3)
         assert hits[0].node.ref_doc_id == "kimchi", mode
         assert len({h.node.node_id for h in hits}) == len(hits) == 3
+
+
+def test_a_model_retrained_in_place_is_not_served_from_the_cache(tiny_config: dict[str, Any], tiny_model_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    """The vector cache keys a local model folder by its weights too: retraining into the same folder re-embeds."""
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "my-model"
+    shutil.copytree(tiny_model_dir, folder)
+    cfg = {**tiny_config, "embedding": {**tiny_config["embedding"], "model": str(folder)}}
+    first = Pipeline.from_config(cfg).ingest()
+    assert first.new_embeddings == 6
+    weights = folder / "model.safetensors"
+    tensors = {k: v + np.float32(0.01) if v.dtype == np.float32 else v for k, v in load_file(str(weights)).items()}
+    save_file(tensors, str(weights))  # "retrained" into the same folder
+    again = Pipeline.from_config(cfg).ingest(rebuild=True)
+    assert again.new_embeddings == 6 and again.cached_embeddings == 0
