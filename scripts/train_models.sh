@@ -5,9 +5,10 @@
 #   models/e5-small-reranker-korquad  ragpipe finetune reranker on KorQuAD 1.0 dev    -> hybrid-ft-rerank on KLUE
 #                                     (from the fine-tuned encoder, negatives mined by hybrid-ft)
 #   models/e5-small-ft-klue           ragpipe finetune embedding on the KLUE subset   -> dense-ft-klue, hybrid-ft-klue on KorQuAD
-# The step caps are what a 2-core CPU finishes in about an hour (docs/finetune.md has the curves); on a GPU,
-# EMB_STEPS=-1 RR_STEPS=-1 trains a full epoch each. Runs on CUDA when present, else on the CPU (bf16 where it has it).
-# Extra arguments go to both commands.
+# The embedding trains a full epoch (161 steps, about 73 minutes on a 2-core CPU); the reranker stops at 120 steps
+# (about 35 minutes) unless RR_STEPS=-1 (a full epoch: hours on a CPU, minutes on a GPU). docs/finetune.md has the curves.
+# Runs on CUDA when present, else on the CPU (bf16 where it has it).
+# Extra arguments go to every command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRAIN=${TRAIN:-../shared/data/korquad-v1/KorQuAD_v1.0_dev.json}
@@ -16,10 +17,10 @@ EMB=models/e5-small-ft-korquad
 RR=models/e5-small-reranker-korquad
 .venv/bin/ragpipe models prepare
 .venv/bin/ragpipe finetune embedding -c configs/default.yaml --train "$TRAIN" --out "$EMB" \
-  --batch-size 32 --negatives 1 --lr 2e-5 --max-steps "${EMB_STEPS:-60}" --eval-steps 20 "$@"
+  --batch-size 32 --negatives 1 --lr 2e-5 --max-steps "${EMB_STEPS:--1}" --eval-steps 40 "$@"
 .venv/bin/ragpipe finetune reranker -c configs/default.yaml --set "embedding.model=$EMB" --train "$TRAIN" --out "$RR" \
   --batch-size 32 --negatives 4 --lr 5e-5 --max-length 256 --max-steps "${RR_STEPS:-120}" --eval-steps 40 --val-questions 100 "$@"
 .venv/bin/ragpipe finetune embedding -c configs/default.yaml --train "$KLUE" --out models/e5-small-ft-klue \
-  --batch-size 32 --negatives 1 --lr 2e-5 --epochs 2 --eval-steps 20 "$@"
+  --batch-size 32 --negatives 1 --lr 2e-5 --eval-steps 10 "$@"
 echo "evaluate on KorQuAD: .venv/bin/ragpipe evaluate -c configs/eval/korquad.yaml --setups dense,dense-ft-klue,hybrid,hybrid-ft-klue"
 echo "evaluate on KLUE: .venv/bin/ragpipe evaluate -c configs/eval/klue.yaml --setups dense,dense-ft,hybrid,hybrid-ft,hybrid-ft-rerank"
