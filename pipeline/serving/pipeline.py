@@ -195,6 +195,8 @@ class Pipeline:
                 base = self._latest()
                 upserts, deletes, change = source_changes(base, docs, take_over)
                 snapshot, _ = apply_changes(base, self.config, upserts, deletes, self._prepare, self._load_reranker())
+                if take_over and snapshot.api_ids:  # the source owns everything now, unchanged copies included
+                    snapshot = replace(snapshot, api_ids=frozenset())
                 counts = tuple(change)
                 if snapshot is not base or base.wal_records:  # else nothing changed: nothing to write
                     snapshot = write_version(self.index_path, self.config, snapshot)
