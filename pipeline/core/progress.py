@@ -51,7 +51,7 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None, show_pr
         return tqdm(iterable, desc=f"ragpipe: {desc}", total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
     if not show_progress or _FORCED_OFF or os.environ.get("RAGPIPE_NO_PROGRESS") == "1":
         return iterable
-    return _lines(iterable, desc, total, unit)
+    return _lines(iterable, desc, total if total is not None else getattr(iterable, "__len__", lambda: None)(), unit)
 
 
 def _lines(iterable: Iterable[T], desc: str, total: int | None, unit: str) -> Iterator[T]:

@@ -16,6 +16,8 @@ def test_lines_on_a_log(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("ragpipe: tokenize (kiwi): 1/3 doc (") and lines[0].endswith(" doc/s)")
     assert lines[-1].startswith("ragpipe: tokenize (kiwi): 3 doc in ")
+    list(prog.progress(["a", "b"], "queries"))  # a sized iterable gives its own total, as tqdm does
+    assert capsys.readouterr().err.splitlines()[0].startswith("ragpipe: queries: 1/2 it (")
 
 
 def test_short_stages_and_quiet_print_nothing(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
