@@ -1,8 +1,9 @@
 """ONNX Runtime backend for sentence-transformers encoders (``embedding.backend: onnx``).
 
 The encoder is exported once with ``torch.onnx.export`` (only ``input_ids`` and ``attention_mask`` in,
-the last hidden state out, opset 17), optionally quantised to dynamic int8 with
-``onnxruntime.quantization``, and cached under ``$RAGPIPE_MODEL_DIR/onnx/`` with a manifest (source
+the last hidden state out, opset 17, eager attention), fused by ONNX Runtime's transformer optimizer
+(Attention, SkipLayerNormalization, BiasGelu; kept only if its outputs match the plain export), optionally
+quantised to dynamic int8 with ``onnxruntime.quantization``, and cached under ``$RAGPIPE_MODEL_DIR/onnx/`` with a manifest (source
 folder, sizes, checksums). Pooling (mean or CLS, read from the model's ``1_Pooling``), normalisation and
 the e5 prompts are applied here exactly as sentence-transformers applies them. A direct export plus this
 thin ``BaseEmbedding``, rather than ``optimum``: optimum pins transformers < 4.58 and this project uses 5.x.
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 MANIFEST = "ragpipe_onnx.json"
 # one name per export recipe: it names the export folder and enters the passage-vector cache key
-RECIPES = {"none": "none", "int8": "int8-per-channel"}
+RECIPES = {"none": "fused", "int8": "fused-int8-per-channel"}
 
 
 def _pooling(model_dir: Path) -> str:
@@ -81,8 +82,8 @@ def export_onnx(model_dir: str | Path, quantize: str = "none", head: str = "enco
             return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
 
     loader = AutoModel if head == "encoder" else AutoModelForSequenceClassification
-    try:
-        wrapped = _Wrapped(loader.from_pretrained(str(model_dir))).eval()
+    try:  # eager attention: the graph pattern ONNX Runtime's optimizer fuses (sdpa's is not fused)
+        wrapped = _Wrapped(loader.from_pretrained(str(model_dir), attn_implementation="eager")).eval()
     except Exception as exc:  # noqa: BLE001 - any loader failure: the folder is not an exportable model
         raise ModelResolutionError(f"{model_dir}: cannot load the {head} for ONNX export ({type(exc).__name__}: {exc})", path=model_dir) from exc
     ids = torch.ones((2, 8), dtype=torch.long)
@@ -90,21 +91,86 @@ def export_onnx(model_dir: str | Path, quantize: str = "none", head: str = "enco
     output = "last_hidden_state" if head == "encoder" else "logits"
     axes = {n: {0: "batch", 1: "seq"} for n in names} | {output: {0: "batch", 1: "seq"} if head == "encoder" else {0: "batch"}}
     with atomic_directory(target) as tmp:
-        plain = tmp / ("fp32.onnx" if quantize == "int8" else "model.onnx")
+        plain = tmp / "plain.onnx"
         with torch.inference_mode():
             torch.onnx.export(wrapped, tuple(torch.ones_like(ids) if n == "attention_mask" else (ids if n == "input_ids" else torch.zeros_like(ids))
                                              for n in names), str(plain), input_names=names, output_names=[output],
                               opset_version=OPSET, dynamo=False, dynamic_axes=axes)
+        fp32 = tmp / "fp32.onnx"
+        fused = _fuse(plain, fp32, wrapped.inner.config, names)
+        plain.unlink()
+        final = fp32
         if quantize == "int8":
+            from onnx import TensorProto
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            # per-channel weight scales: min cosine to torch 0.993 on 32 Korean and English sentences (per-tensor: 0.976)
-            quantize_dynamic(str(plain), str(tmp / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True)
-            plain.unlink()
+            # per-channel weight scales: min cosine to torch 0.993 on 32 Korean and English sentences (per-tensor: 0.976);
+            # the default tensor type lets shape inference pass the fused (contrib) operators
+            final = tmp / "int8.onnx"
+            quantize_dynamic(str(fp32), str(final), weight_type=QuantType.QInt8, per_channel=True,
+                             extra_options={"DefaultTensorType": TensorProto.FLOAT})
+        _save_with_external_weights(final, tmp / "model.onnx")
+        for leftover in (fp32, final):
+            leftover.unlink(missing_ok=True)
         write_json_atomic(tmp / MANIFEST, {"source": str(model_dir.resolve()), "head": head, "quantize": quantize, "recipe": RECIPES[quantize],
-                                           "opset": OPSET, "torch": torch.__version__, "sha256": sha256_file(tmp / "model.onnx")})
+                                           "opset": OPSET, "fused": fused, "torch": torch.__version__,
+                                           "sha256": {f.name: sha256_file(f) for f in sorted(tmp.glob("model.onnx*"))}})
     logger.info("exported %s (%s) to ONNX (%s) at %s", model_dir, head, quantize, model_file)
     return model_file
+
+
+def _save_with_external_weights(src: Path, dst: Path) -> None:
+    """``dst`` (the graph) plus ``dst.data`` (every weight): ONNX Runtime memory-maps that file, so
+    a session opens in 0.1 s instead of 0.8 s for e5-small's 470 MB, at the same speed per query."""
+    import onnx
+
+    onnx.save_model(onnx.load(str(src)), str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=dst.name + ".data", size_threshold=1024)
+
+
+def _probe(names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Two padded rows of ids (the second one shorter) to compare two exports on."""
+    ids = np.asarray([[0, 5, 17, 29, 41, 53, 65, 2], [0, 7, 19, 2, 1, 1, 1, 1]], dtype=np.int64)
+    mask = np.asarray([[1] * 8, [1] * 4 + [0] * 4], dtype=np.int64)
+    return {n: ids if n == "input_ids" else (mask if n == "attention_mask" else np.zeros_like(ids)) for n in names}
+
+
+def _fuse(plain: Path, out: Path, config: Any, names: Sequence[str]) -> dict[str, int]:
+    """Write ONNX Runtime's transformer-fused graph of ``plain`` to ``out``, or a copy of ``plain`` when the
+    fusion fails or changes the outputs (by more than 1e-3, on padded rows). Returns the fused-operator counts.
+
+    Fused kernels do the same arithmetic in fewer steps: e5-small's query took 0.82x the time, and its
+    passages 0.76x, with a minimum cosine of 0.9999999 to the plain export.
+    """
+    import shutil
+
+    import onnxruntime as ort
+
+    stats: dict[str, int] = {}
+    heads, hidden = getattr(config, "num_attention_heads", None), getattr(config, "hidden_size", None)
+    if heads and hidden:
+        try:
+            from onnxruntime.transformers.optimizer import optimize_model
+
+            optimized = optimize_model(str(plain), model_type="bert", num_heads=int(heads), hidden_size=int(hidden), opt_level=1)
+            stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
+            optimized.save_model_to_file(str(out))
+            feed = _probe(names)
+            want, got = (ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).run(None, feed)[0] for f in (plain, out))
+            mask = feed["attention_mask"].astype(bool)
+            if want.ndim == 3:  # hidden states: compare real tokens only (padded positions are never pooled)
+                want, got = want[mask], got[mask]
+            if want.shape != got.shape or not np.allclose(want, got, atol=1e-3):
+                logger.warning("%s: the fused ONNX graph changed the outputs; using the plain export", plain)
+                stats = {}
+        except Exception as exc:  # noqa: BLE001 - fusion is an optimisation: any failure keeps the plain export
+            logger.warning("%s: ONNX Runtime's fusion failed (%s: %s); using the plain export", plain, type(exc).__name__, exc)
+            stats = {}
+    if not stats:
+        shutil.copyfile(plain, out)
+    for leftover in out.parent.glob("*_o1_cpu.onnx"):  # the optimizer's intermediate file
+        leftover.unlink()
+    return stats
 
 
 def fast_tokenizer(model_dir: Path, max_length: int) -> Any:

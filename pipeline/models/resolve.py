@@ -1,7 +1,7 @@
 """Model names -> local folders.
 
-A model name resolves in this order: an existing local path, the Hugging Face cache or hub
-(when reachable), then a copy prepared by ``ragpipe models prepare``. Nothing falls back to a
+A model name resolves in this order: an existing local path, the Hugging Face cache, a copy prepared
+by ``ragpipe models prepare``, then the Hugging Face hub (when reachable). Nothing falls back to a
 hosted default: every model is named in the config.
 """
 
@@ -25,10 +25,9 @@ def resolve_model(name: str) -> str:
         return str(path)
     tried.append(f"local path {path} (does not exist)")
 
-    if "/" in name and not name.startswith((".", "/")):
-        hub = _from_hf_hub(name, tried)
-        if hub:
-            return hub
+    on_hub = "/" in name and not name.startswith((".", "/"))
+    if on_hub and (cached := _from_hf_cache(name, tried)):
+        return cached
 
     from .prepare import E5_SMALL_ID, is_prepared, prepared_model_path
 
@@ -36,6 +35,8 @@ def resolve_model(name: str) -> str:
     if is_prepared(name):
         logger.info("model %s: using prepared copy %s", name, prepared)
         return str(prepared)
+    if on_hub and (downloaded := _from_hf_hub(name, tried)):
+        return downloaded
     if name == E5_SMALL_ID:
         tried.append(f"prepared copy {prepared} (missing; run `ragpipe models prepare`)")
         raise ModelResolutionError(f"cannot resolve model {name!r}; tried: " + "; ".join(tried), value=name)
@@ -45,22 +46,33 @@ def resolve_model(name: str) -> str:
                                "scripts/train_models.sh builds the evaluation's)", value=name)
 
 
-def _from_hf_hub(name: str, tried: list[str]) -> str | None:
+def _from_hf_cache(name: str, tried: list[str]) -> str | None:
+    """The cached snapshot of ``name``; the cache folder is looked at first, so a miss imports no hub client."""
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub.constants import HF_HUB_CACHE
     except ImportError:  # pragma: no cover - huggingface_hub ships with sentence-transformers
-        tried.append("Hugging Face hub (huggingface_hub not installed)")
+        tried.append("Hugging Face cache (huggingface_hub not installed)")
         return None
-    try:
-        return snapshot_download(name, local_files_only=True)
-    except Exception:
-        tried.append("Hugging Face cache (not cached)")
+    if (Path(HF_HUB_CACHE) / f"models--{name.replace('/', '--')}" / "snapshots").is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            return str(snapshot_download(name, local_files_only=True))
+        except Exception:  # noqa: BLE001 - a partial or broken cache entry is a miss
+            pass
+    tried.append("Hugging Face cache (not cached)")
+    return None
+
+
+def _from_hf_hub(name: str, tried: list[str]) -> str | None:
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         tried.append("Hugging Face hub (skipped: HF_HUB_OFFLINE=1)")
         return None
     try:
-        return snapshot_download(name)
-    except Exception as exc:
+        from huggingface_hub import snapshot_download
+
+        return str(snapshot_download(name))
+    except Exception as exc:  # noqa: BLE001 - unreachable hub, unknown model, no huggingface_hub: all a miss, named
         tried.append(f"Hugging Face hub ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
         return None
 

@@ -139,15 +139,14 @@ class Tokenizer:
 
 # --------------------------------------------------------------------------- kiwi
 
-_KIWI: Any = None
+_KIWI: dict[bool, Any] = {}
 _KIWI_LOCK = threading.Lock()
 
 
-def _kiwi() -> Any:
-    """The process-wide Kiwi instance (loading its model takes about a second)."""
-    global _KIWI
+def _kiwi(multi_dict: bool = True) -> Any:
+    """The process-wide Kiwi instance with or without the multi-word dictionary (loading takes 1 to 2.5 s)."""
     with _KIWI_LOCK:
-        if _KIWI is None:
+        if multi_dict not in _KIWI:
             try:
                 from kiwipiepy import Kiwi
             except ImportError as exc:
@@ -155,9 +154,10 @@ def _kiwi() -> Any:
                     "tokenizer.name = 'kiwi' needs kiwipiepy: pip install kiwipiepy",
                     key="tokenizer.name", value="kiwi",
                 ) from exc
-            _KIWI = Kiwi(num_workers=compute_threads())
-            logger.info("loaded Kiwi morphological analyser (kiwipiepy %s)", _pkg_version("kiwipiepy"))
-        return _KIWI
+            _KIWI[multi_dict] = Kiwi(num_workers=compute_threads(), load_multi_dict=multi_dict)
+            logger.info("loaded Kiwi morphological analyser (kiwipiepy %s, multi-word dictionary %s)", _pkg_version("kiwipiepy"),
+                        "on" if multi_dict else "off")
+        return _KIWI[multi_dict]
 
 
 class KiwiTokenizer(Tokenizer):
@@ -165,10 +165,12 @@ class KiwiTokenizer(Tokenizer):
 
     library = "kiwipiepy"
 
-    def __init__(self, *, tags: Sequence[str] | None = None, lowercase: bool = True, stopwords: Iterable[str] = ()) -> None:
+    def __init__(self, *, tags: Sequence[str] | None = None, lowercase: bool = True, stopwords: Iterable[str] = (),
+                 multi_dict: bool = True) -> None:
         super().__init__("kiwi", lowercase=lowercase, stopwords=stopwords, tags=list(tags) if tags else list(KIWI_DEFAULT_TAGS))
         self._prefixes = tuple(self.tags or ())
-        self._kiwi = _kiwi()
+        self.multi_dict = multi_dict
+        self._kiwi = _kiwi(multi_dict)
 
     def _keep(self, tokens: Iterable[Any]) -> list[str]:
         out: list[str] = []
@@ -183,7 +185,7 @@ class KiwiTokenizer(Tokenizer):
         return (self._keep(toks) for toks in self._kiwi.tokenize(texts))
 
     def _extra_spec(self) -> dict[str, Any]:
-        return {"stem_suffix": KIWI_STEM_SUFFIX, "model_version": _pkg_version("kiwipiepy_model")}
+        return {"stem_suffix": KIWI_STEM_SUFFIX, "multi_dict": self.multi_dict, "model_version": _pkg_version("kiwipiepy_model")}
 
 
 # --------------------------------------------------------------------------- whitespace / regex
@@ -294,34 +296,36 @@ def _no_arg(name: str, arg: str | None) -> None:
         raise ConfigError(f"tokenizer.name = '{name}:{arg}': '{name}' takes no ':' argument", key="tokenizer.name", value=f"{name}:{arg}")
 
 
-def _only_kiwi_tags(cfg: TokenizerConfig) -> None:
-    if cfg.tags is not None:
-        raise ConfigError(f"tokenizer.tags applies only to tokenizer.name = 'kiwi', not {cfg.name!r}; remove it", key="tokenizer.tags", value=cfg.tags)
+def _only_kiwi_options(cfg: TokenizerConfig) -> None:
+    """``tags`` and ``multi_dict: false`` are kiwi's: set on another tokenizer, they are a config error."""
+    for key, value, unset in (("tags", cfg.tags, None), ("multi_dict", cfg.multi_dict, True)):
+        if value != unset:
+            raise ConfigError(f"tokenizer.{key} applies only to tokenizer.name = 'kiwi', not {cfg.name!r}; remove it", key=f"tokenizer.{key}", value=value)
 
 
 def _make_kiwi(cfg: TokenizerConfig, arg: str | None) -> Tokenizer:
     _no_arg("kiwi", arg)
     if cfg.tags is not None and not cfg.tags:
         raise ConfigError("tokenizer.tags = []: keeps no morpheme; leave it unset for the default content tags", key="tokenizer.tags", value=[])
-    return KiwiTokenizer(tags=cfg.tags, lowercase=cfg.lowercase, stopwords=cfg.stopwords)
+    return KiwiTokenizer(tags=cfg.tags, lowercase=cfg.lowercase, stopwords=cfg.stopwords, multi_dict=cfg.multi_dict)
 
 
 def _make_whitespace(cfg: TokenizerConfig, arg: str | None) -> Tokenizer:
     _no_arg("whitespace", arg)
-    _only_kiwi_tags(cfg)
+    _only_kiwi_options(cfg)
     return WhitespaceTokenizer("whitespace", lowercase=cfg.lowercase, stopwords=cfg.stopwords)
 
 
 def _make_regex(cfg: TokenizerConfig, arg: str | None) -> Tokenizer:
     _no_arg("regex", arg)
-    _only_kiwi_tags(cfg)
+    _only_kiwi_options(cfg)
     return RegexTokenizer(lowercase=cfg.lowercase, stopwords=cfg.stopwords)
 
 
 def _make_hf(cfg: TokenizerConfig, arg: str | None) -> Tokenizer:
     if not arg:
         raise ConfigError("tokenizer.name = 'hf': name the tokenizer, e.g. 'hf:klue/bert-base' or 'hf:/path/to/tokenizer.json'", key="tokenizer.name", value=cfg.name)
-    _only_kiwi_tags(cfg)
+    _only_kiwi_options(cfg)
     return HFTokenizer(arg, lowercase=cfg.lowercase, stopwords=cfg.stopwords)
 
 
@@ -361,7 +365,8 @@ def build_tokenizer(cfg: TokenizerConfig) -> Tokenizer:
 def tokenizer_from_spec(spec: TokenizerSpec) -> Tokenizer:
     """Rebuild a tokenizer from a persisted ``spec()`` (never from defaults)."""
     try:
-        cfg = TokenizerConfig(name=spec["name"], tags=spec.get("tags"), lowercase=spec["lowercase"], stopwords=spec.get("stopwords") or [])
+        kiwi = {"multi_dict": spec.get("multi_dict", True)} if spec["name"] == "kiwi" else {}  # indexes before the option: on
+        cfg = TokenizerConfig(name=spec["name"], tags=spec.get("tags"), lowercase=spec["lowercase"], stopwords=spec.get("stopwords") or [], **kiwi)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"persisted tokenizer spec is incomplete or invalid: {spec!r}", value=spec) from exc
     tok = build_tokenizer(cfg)
@@ -380,4 +385,5 @@ def expected_spec(cfg: TokenizerConfig) -> TokenizerSpec:
     key, arg = _checked_name(cfg.name)
     name = f"hf:{arg}" if key == "hf" else key
     tags = sorted(cfg.tags) if cfg.tags else (sorted(KIWI_DEFAULT_TAGS) if key == "kiwi" else None)
-    return {"name": name, "tags": tags, "lowercase": cfg.lowercase, "stopwords": sorted(cfg.stopwords)}
+    kiwi = {"multi_dict": cfg.multi_dict} if key == "kiwi" else {}
+    return {"name": name, "tags": tags, "lowercase": cfg.lowercase, "stopwords": sorted(cfg.stopwords), **kiwi}

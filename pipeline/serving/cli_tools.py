@@ -59,7 +59,7 @@ def models_prepare(
 
 @models_app.command("resolve")
 def models_resolve(model: str = typer.Argument(..., help="Model id or path")) -> None:
-    """Show where a model name resolves to (local path, HF cache/hub, prepared copy)."""
+    """Show where a model name resolves to (local path, HF cache, prepared copy, HF hub)."""
 
     def body() -> None:
         from ..models.resolve import resolve_model

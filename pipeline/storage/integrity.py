@@ -23,8 +23,9 @@ EMBEDDING_BUILD_FIELDS = ("provider", "model", "pooling", "text_model", "query_p
 """Embedding settings that change the stored passage vectors or the space queries must match. (``backend`` and
 ``precision`` are not among them: torch fp32/bf16 and ONNX fp32 vectors agree to cosine >= 0.999.)"""
 
-ADDED_LATER = {"embedding.quantize": "none"}
-"""Build settings recorded only by newer versions, with the value every older index was built with."""
+ADDED_LATER = {"embedding.quantize": "none", "tokenizer.multi_dict": True}
+"""Build settings recorded only by newer versions, with the value every older index was built with (a retriever's
+settings are named without the ``retrieval.retrievers[name].`` prefix)."""
 
 _HINT = "; run `ragpipe ingest --rebuild` (or set the config back)"
 
@@ -55,7 +56,7 @@ def check_build(manifest: Manifest, cfg: Config, folder: Path | str) -> None:
                                      path=folder, key="retrieval.retrievers", value=r.name)
     missing = object()
     for key, wanted in expected_build(cfg).items():
-        built = manifest.build.get(key, ADDED_LATER.get(key, missing))
+        built = manifest.build.get(key, ADDED_LATER.get(key, ADDED_LATER.get(key.partition("].")[2], missing)))
         if built != wanted:
             shown = "(not recorded)" if built is missing else repr(built)
             raise IndexMismatchError(f"{folder}: {key}: the index was built with {shown}, the config asks for {wanted!r}{_HINT}",

@@ -68,6 +68,7 @@ BUILD_TIME = [
     ("hnsw", "retrieval.retrievers[bm25].tokenizer.lowercase", False, True),
     ("hnsw", "retrieval.retrievers[bm25].tokenizer.stopwords", ["서울"], []),
     ("hnsw", "retrieval.retrievers[bm25].tokenizer.name", "whitespace", "kiwi"),
+    ("hnsw", "retrieval.retrievers[bm25].tokenizer.multi_dict", False, True),
     ("hnsw", "retrieval.retrievers[tfidf].sublinear_tf", False, True),
     ("hnsw", "retrieval.retrievers[dense].faiss.index_type", "flat", "hnsw"),
     ("hnsw", "retrieval.retrievers[dense].faiss.hnsw_m", 16, 8),
@@ -150,3 +151,19 @@ def test_query_time_change_applies_without_rebuild(built: dict[str, Any], base: 
 def test_faiss_fields_of_another_index_type_need_no_rebuild(built: dict[str, Any]) -> None:
     cfg = _with(built["hnsw"], "retrieval.retrievers[dense].faiss.nlist", 99)  # ivfpq-only: unused by hnsw
     assert Pipeline.from_config(cfg).retrieve("서울", top_k=1)
+
+
+def test_an_index_from_before_a_build_setting_was_recorded_opens(built: dict[str, Any], tmp_path: Path) -> None:
+    """An index whose manifest lacks ``tokenizer.multi_dict`` was built with kiwi's multi-word dictionary: it opens
+    under the default, and asking for ``multi_dict: false`` names the value every older index had."""
+    from pipeline.config import config_from_dict
+    from pipeline.storage.index_dir import Manifest
+    from pipeline.storage.integrity import check_build, expected_build
+
+    cfg = config_from_dict(copy.deepcopy(built["hnsw"]))
+    old = {k: v for k, v in expected_build(cfg).items() if not k.endswith("tokenizer.multi_dict")}
+    manifest = Manifest(config_sha256="", embedding=None, build=old, retrievers={r.name: {} for r in cfg.retrieval.retrievers},
+                        doc_hashes={}, counts={})
+    check_build(manifest, cfg, tmp_path)  # no error: recorded later, and the default is what was built
+    with pytest.raises(IndexMismatchError, match=r"tokenizer.multi_dict: the index was built with True"):
+        check_build(manifest, config_from_dict(_with(built["hnsw"], "retrieval.retrievers[bm25].tokenizer.multi_dict", False)), tmp_path)

@@ -225,3 +225,25 @@ def test_tiny_model_loads_in_transformers_without_missing_keys(tmp_path: Path, f
     model, info = transformers.BertModel.from_pretrained(str(path), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert model.config.hidden_size == H
+
+
+def test_resolution_order_cache_prepared_then_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Hugging Face cache wins, then a prepared copy (never downloaded again), then the hub; misses are listed."""
+    from pipeline.models import resolve
+
+    monkeypatch.setenv("RAGPIPE_MODEL_DIR", str(tmp_path / "prepared"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
+    hub_calls: list[str] = []
+    monkeypatch.setattr(resolve, "_from_hf_hub", lambda name, tried: hub_calls.append(name) or tried.append("hub (down)"))
+    with pytest.raises(ModelResolutionError, match="Hugging Face cache \\(not cached\\).*hub \\(down\\).*prepared copy"):
+        resolve.resolve_model(mp.E5_SMALL_ID)
+    assert hub_calls == [mp.E5_SMALL_ID]
+    monkeypatch.setattr(mp, "is_prepared", lambda name, cache_dir=None: True)
+    assert resolve.resolve_model(mp.E5_SMALL_ID) == str(tmp_path / "prepared" / "intfloat__multilingual-e5-small")
+    assert hub_calls == [mp.E5_SMALL_ID]  # the prepared copy answered: the hub was not asked
+    snapshot = tmp_path / "hf" / "models--intfloat--multilingual-e5-small" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (tmp_path / "hf" / "models--intfloat--multilingual-e5-small" / "refs").mkdir()
+    (tmp_path / "hf" / "models--intfloat--multilingual-e5-small" / "refs" / "main").write_text("abc")
+    assert resolve.resolve_model(mp.E5_SMALL_ID) == str(snapshot)

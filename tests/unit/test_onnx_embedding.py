@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,39 @@ def test_onnx_vectors_match_sentence_transformers(tiny_model_dir: Path, tmp_path
     assert np.allclose(onnx.get_query_embedding(SENTENCES[0]), got_q[0], atol=1e-5)  # one query = the same as in a batch
     exported = export_onnx(tiny_model_dir)
     assert exported.exists() and (exported.parent / "ragpipe_onnx.json").exists()
+    fused = json.loads((exported.parent / "ragpipe_onnx.json").read_text())["fused"]
+    assert fused["Attention"] == 2 and fused["SkipLayerNormalization"] == 4  # both layers fused, and still the same vectors
     assert export_onnx(tiny_model_dir).stat().st_mtime_ns == exported.stat().st_mtime_ns  # reused, not exported again
     int8 = build_embedding(EmbeddingConfig(model=str(tiny_model_dir), backend="onnx", quantize="int8", max_length=120))
     assert _cos(np.asarray(int8.embed_queries(SENTENCES)), want_q).min() >= 0.95
+
+
+@pytest.mark.parametrize("breakage", ["raises", "wrong outputs"])
+def test_a_failed_fusion_keeps_the_plain_export(breakage: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    import onnxruntime.transformers.optimizer as optimizer
+
+    monkeypatch.setenv("RAGPIPE_MODEL_DIR", str(tmp_path / "models"))
+    real = optimizer.optimize_model
+
+    def broken(path: str, **kwargs: object) -> object:
+        if breakage == "raises":
+            raise RuntimeError("no fusion today")
+        model = real(path, **kwargs)
+        for init in model.model.graph.initializer:  # scale one weight: the fused graph now computes something else
+            if init.dims and len(init.dims) == 2 and init.raw_data:
+                arr = np.frombuffer(init.raw_data, dtype=np.float32).copy() * 3
+                init.raw_data = arr.tobytes()
+                break
+        return model
+
+    monkeypatch.setattr(optimizer, "optimize_model", broken)
+    exported = export_onnx(tiny_model_dir)
+    assert json.loads((exported.parent / "ragpipe_onnx.json").read_text())["fused"] == {}
+    assert ("fusion failed" if breakage == "raises" else "changed the outputs") in caplog.text
+    st = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    onnx = build_embedding(EmbeddingConfig(model=str(tiny_model_dir), backend="onnx", max_length=120))
+    assert _cos(np.asarray(onnx.embed_queries(SENTENCES)), st.encode(["query: " + s for s in SENTENCES])).min() >= 0.999
 
 
 def test_bad_backend_settings_are_config_errors() -> None:

@@ -189,3 +189,20 @@ def test_a_corpus_is_tokenised_once_inside_sharing_corpus_tokens(monkeypatch) ->
     assert again == plain.tokenize_many(corpus) and again[0] == ["문서", "0", "내용"]
     assert filtered[0] == ["문서", "0"]
     assert calls == [MEMO_MIN_TEXTS, MEMO_MIN_TEXTS, 3, MEMO_MIN_TEXTS] and len(memo) == 2
+
+
+def test_kiwi_multi_dict_option_is_persisted_and_kiwi_only() -> None:
+    from pipeline.retrieval.tokenizers import tokenizer_from_spec
+
+    lite = build_tokenizer(TokenizerConfig(name="kiwi", multi_dict=False))
+    full = build_tokenizer(TokenizerConfig(name="kiwi"))
+    assert lite.spec()["multi_dict"] is False and full.spec()["multi_dict"] is True
+    assert lite._kiwi is not full._kiwi  # two analysers: the dictionary is fixed when kiwi loads
+    assert tokenizer_from_spec(lite.spec()).spec() == lite.spec()
+    old = {k: v for k, v in full.spec().items() if k != "multi_dict"}  # an index from before the option
+    assert tokenizer_from_spec(old).spec()["multi_dict"] is True
+    assert lite("서울은 한국의 수도이다") == full("서울은 한국의 수도이다")
+    name = "광고 담당자였던 데이비드 오길비는 생각했다"  # a multi-word proper noun: one token only with the dictionary
+    assert "데이비드 오길비" in full(name) and {"데이비드", "오길비"} <= set(lite(name))
+    with pytest.raises(ConfigError, match="tokenizer.multi_dict applies only to tokenizer.name = 'kiwi'"):
+        build_tokenizer(TokenizerConfig(name="whitespace", multi_dict=False))
