@@ -181,7 +181,8 @@ class KiwiTokenizer(Tokenizer):
         return out
 
     def _split_many(self, texts: Sequence[str]) -> Iterable[list[str]]:
-        # Kiwi.tokenize over an iterable analyses the texts on its worker threads.
+        # Kiwi.tokenize over an iterable analyses the texts on its worker threads. (One query analysed on the calling
+        # thread instead made the encoder that runs next slower: 11.4 ms, not 10.0-10.5, in one process, A/B.)
         return (self._keep(toks) for toks in self._kiwi.tokenize(texts))
 
     def _extra_spec(self) -> dict[str, Any]:

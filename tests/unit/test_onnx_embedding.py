@@ -34,8 +34,10 @@ def test_onnx_vectors_match_sentence_transformers(tiny_model_dir: Path, tmp_path
     assert np.allclose(onnx.get_query_embedding(SENTENCES[0]), got_q[0], atol=1e-5)  # one query = the same as in a batch
     exported = export_onnx(tiny_model_dir)
     assert exported.exists() and (exported.parent / "ragpipe_onnx.json").exists()
-    fused = json.loads((exported.parent / "ragpipe_onnx.json").read_text())["fused"]
-    assert fused["Attention"] == 2 and fused["SkipLayerNormalization"] == 4  # both layers fused, and still the same vectors
+    manifest = json.loads((exported.parent / "ragpipe_onnx.json").read_text())
+    assert manifest["fused"]["Attention"] == 2 and manifest["fused"]["SkipLayerNormalization"] == 4  # both layers fused, same vectors
+    assert sorted(manifest["sha256"]) == ["model.onnx", "model.onnx.data"]  # the weights sit beside the graph, memory-mapped
+    assert sorted(f.name for f in exported.parent.iterdir()) == ["model.onnx", "model.onnx.data", "ragpipe_onnx.json"]
     assert export_onnx(tiny_model_dir).stat().st_mtime_ns == exported.stat().st_mtime_ns  # reused, not exported again
     int8 = build_embedding(EmbeddingConfig(model=str(tiny_model_dir), backend="onnx", quantize="int8", max_length=120))
     assert _cos(np.asarray(int8.embed_queries(SENTENCES)), want_q).min() >= 0.95
