@@ -66,7 +66,7 @@ def export_onnx(model_dir: str | Path, quantize: str = "none", head: str = "enco
     model_dir = Path(model_dir)
     target = _export_dir(model_dir, quantize, head)
     model_file = target / "model.onnx"
-    if (target / MANIFEST).exists() and model_file.exists():
+    if _complete(target):
         return model_file
     import torch
     from transformers import AutoModel, AutoModelForSequenceClassification
@@ -117,6 +117,15 @@ def export_onnx(model_dir: str | Path, quantize: str = "none", head: str = "enco
                                            "sha256": {f.name: sha256_file(f) for f in sorted(tmp.glob("model.onnx*"))}})
     logger.info("exported %s (%s) to ONNX (%s) at %s", model_dir, head, quantize, model_file)
     return model_file
+
+
+def _complete(target: Path) -> bool:
+    """Whether ``target`` holds a finished export: a manifest naming its files (graph and weights), all present."""
+    try:
+        files = json.loads((target / MANIFEST).read_text(encoding="utf-8")).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(files, dict) and "model.onnx" in files and all((target / name).is_file() for name in files)
 
 
 def _save_with_external_weights(src: Path, dst: Path) -> None:

@@ -39,6 +39,8 @@ def test_onnx_vectors_match_sentence_transformers(tiny_model_dir: Path, tmp_path
     assert sorted(manifest["sha256"]) == ["model.onnx", "model.onnx.data"]  # the weights sit beside the graph, memory-mapped
     assert sorted(f.name for f in exported.parent.iterdir()) == ["model.onnx", "model.onnx.data", "ragpipe_onnx.json"]
     assert export_onnx(tiny_model_dir).stat().st_mtime_ns == exported.stat().st_mtime_ns  # reused, not exported again
+    (exported.parent / "model.onnx.data").unlink()  # an export that lost its weights is made again, not served
+    assert export_onnx(tiny_model_dir) == exported and (exported.parent / "model.onnx.data").exists()
     int8 = build_embedding(EmbeddingConfig(model=str(tiny_model_dir), backend="onnx", quantize="int8", max_length=120))
     assert _cos(np.asarray(int8.embed_queries(SENTENCES)), want_q).min() >= 0.95
 
