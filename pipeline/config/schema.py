@@ -115,7 +115,7 @@ class EmbeddingConfig(_Section):
         "override is set, else torch; resolved when the config loads)")
     quantize: Literal["none", "int8"] = Field(
         "none", description="onnx: dynamic int8 weights, per channel (about 2x faster queries; cosine >= 0.99 to fp32, "
-        "but -0.008 MRR@10 on KLUE: docs/performance.md)")
+        "but -0.007 hybrid MRR@10 on KLUE: docs/performance.md)")
     precision: Precision = Field(Precision.AUTO, description="torch: auto (bf16 where the CPU has AMX/avx512_bf16) | fp32 | bf16")
     batch_size: int = Field(32, ge=1, description="Texts per encoding batch (onnx: at most)")
     batch_tokens: int = Field(1024, ge=16, description="onnx: most padded tokens per encoder batch (long passages go in small batches)")
