@@ -3,8 +3,8 @@
 
 For each concurrency level, N async workers send queries taken round-robin from a QA file until the
 time budget (``--duration`` s) or the request cap (``--max-requests``) is reached, whichever is first,
-then it reports requests/s, p50/p95/p99 latency, the error count and the server's RSS before and after
-the level. It always stops by itself.
+then it reports requests/s, p50/p95/p99 latency, the server's own p50 (the ``latency_ms`` it reports:
+the query without HTTP), the error count and the server's RSS before and after the level. It always stops by itself.
 
     ragpipe serve -c configs/default.yaml --no-access-log &
     python scripts/loadtest.py --url http://127.0.0.1:8000 --questions data/sample_questions.jsonl \\
@@ -42,6 +42,7 @@ class LevelResult:
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    server_p50_ms: float | None = None
     error_kinds: dict[str, int] = field(default_factory=dict)
     rss_before_mb: float | None = None
     rss_after_mb: float | None = None
@@ -77,6 +78,7 @@ def load_questions(path: Path) -> list[str]:
 async def run_level(client: Any, url: str, questions: list[str], concurrency: int, duration: float,
                     max_requests: int, top_k: int | None) -> LevelResult:
     latencies: list[float] = []
+    server: list[float] = []
     kinds: Counter[str] = Counter()
     issued = 0
     deadline = time.perf_counter() + duration
@@ -94,6 +96,8 @@ async def run_level(client: Any, url: str, questions: list[str], concurrency: in
                 r = await client.post(url, json=payload)
                 if r.status_code == 200:
                     latencies.append((time.perf_counter() - t0) * 1000)
+                    if isinstance(own := r.json().get("latency_ms"), (int, float)):
+                        server.append(own)
                 else:
                     kinds[f"HTTP {r.status_code}"] += 1
             except Exception as exc:  # noqa: BLE001 - every failure is counted, by kind
@@ -104,8 +108,10 @@ async def run_level(client: Any, url: str, questions: list[str], concurrency: in
     seconds = time.perf_counter() - t0
     done = len(latencies) + sum(kinds.values())
     summary = latency_summary([ms / 1000 for ms in latencies], percentiles=(50, 95, 99))
+    own = latency_summary([ms / 1000 for ms in server], percentiles=(50,))["p50"]
     return LevelResult(concurrency, done, sum(kinds.values()), round(seconds, 3), round(len(latencies) / seconds, 2) if seconds else 0.0,
-                       *(None if (p := summary[f"p{q}"]) is None else round(p, 2) for q in (50, 95, 99)), dict(kinds))
+                       *(None if (p := summary[f"p{q}"]) is None else round(p, 2) for q in (50, 95, 99)),
+                       None if own is None else round(own, 2), dict(kinds))
 
 
 async def main_async(args: argparse.Namespace, questions: list[str]) -> list[LevelResult]:
@@ -153,7 +159,7 @@ def _fmt(v: float | None) -> str:
 def _row(r: LevelResult) -> str:
     kinds = f"  ({', '.join(f'{k}: {n}' for k, n in r.error_kinds.items())})" if r.error_kinds else ""
     return (f"{r.concurrency:>11} {r.requests:>8} {r.rps:>9.1f} {_fmt(r.p50_ms):>9} {_fmt(r.p95_ms):>9} "
-            f"{_fmt(r.p99_ms):>9} {r.errors:>6} {_fmt(r.rss_before_mb):>9} {_fmt(r.rss_after_mb):>9}{kinds}")
+            f"{_fmt(r.p99_ms):>9} {_fmt(r.server_p50_ms):>10} {r.errors:>6} {_fmt(r.rss_before_mb):>9} {_fmt(r.rss_after_mb):>9}{kinds}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.json:
         print(f"{len(questions)} questions from {args.questions}; {args.duration:g} s or {args.max_requests} requests per level against {args.url}/retrieve")
-        print(f"{'concurrency':>11} {'requests':>8} {'req/s':>9} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'errors':>6} "
+        print(f"{'concurrency':>11} {'requests':>8} {'req/s':>9} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'server p50':>10} {'errors':>6} "
               f"{'RSS MiB':>9} {'after':>9}")
     try:
         results = asyncio.run(main_async(args, questions))

@@ -114,8 +114,8 @@ class EmbeddingConfig(_Section):
         "same tokenizer, pooling, normalisation and prompts) | auto (onnx where onnxruntime is installed and no pooling "
         "override is set, else torch; resolved when the config loads)")
     quantize: Literal["none", "int8"] = Field(
-        "none", description="onnx: dynamic int8 weights, per channel (about 2x faster queries; cosine >= 0.99 to fp32, "
-        "but -0.007 hybrid MRR@10 on KLUE: docs/performance.md)")
+        "none", description="onnx: dynamic int8 after activation smoothing (about 2x faster than onnx fp32; hybrid MRR@10 "
+        "-0.003 on KLUE and +0.000 on KorQuAD against fp32, dense-only -0.007 on KLUE: docs/performance.md)")
     precision: Precision = Field(Precision.AUTO, description="torch: auto (bf16 where the CPU has AMX/avx512_bf16) | fp32 | bf16")
     batch_size: int = Field(32, ge=1, description="Texts per encoding batch (onnx: at most)")
     batch_tokens: int = Field(1024, ge=16, description="onnx: most padded tokens per encoder batch (long passages go in small batches)")

@@ -2,7 +2,9 @@
 
 Many threads asking for one query vector each would each run a forward pass and fight for the cores.
 ``QueryBatcher`` hands their queries to one worker thread, which waits at most ``wait_ms`` for company
-and then embeds up to ``max_batch`` queries in one call. Passage embedding goes straight through.
+and then embeds up to ``max_batch`` queries in one call. It waits only while queries keep arriving
+together (the last batch held more than one): a lone query on a quiet service is not held back.
+Passage embedding goes straight through.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class QueryBatcher(QueryModelWrapper):
     _queue: Any = PrivateAttr()
     _wait: float = PrivateAttr()
     _max: int = PrivateAttr()
+    _last: int = PrivateAttr(default=1)
 
     def __init__(self, inner: BaseEmbedding, wait_ms: float = 2.0, max_batch: int = 16, **kwargs: Any) -> None:
         super().__init__(inner, **kwargs)
@@ -88,7 +91,8 @@ class QueryBatcher(QueryModelWrapper):
     def _work(self) -> None:
         while True:
             batch = [self._queue.get()]
-            deadline = time.perf_counter() + self._wait
+            # company is likely only under concurrent load; at concurrency 1 the wait was pure latency
+            deadline = time.perf_counter() + (self._wait if self._last > 1 else 0.0)
             while len(batch) < self._max:
                 left = deadline - time.perf_counter()
                 try:
@@ -102,6 +106,7 @@ class QueryBatcher(QueryModelWrapper):
                 for _, fut in batch:
                     fut.set_exception(exc)
                 continue
+            self._last = len(batch)
             for (_, fut), vec in zip(batch, vectors):
                 fut.set_result(vec)
             logger.debug("embedded %d queries in one batch", len(batch))

@@ -3,7 +3,7 @@
 The encoder is exported once with ``torch.onnx.export`` (only ``input_ids`` and ``attention_mask`` in,
 the last hidden state out, opset 17, eager attention), fused by ONNX Runtime's transformer optimizer
 (Attention, SkipLayerNormalization, BiasGelu; kept only if its outputs match the plain export), optionally
-quantised to dynamic int8 with ``onnxruntime.quantization``, and cached under ``$RAGPIPE_MODEL_DIR/onnx/`` with a manifest (source
+quantised to dynamic int8 after activation smoothing (:mod:`.onnx_quantize`), and cached under ``$RAGPIPE_MODEL_DIR/onnx/`` with a manifest (source
 folder, sizes, checksums). Pooling (mean or CLS, read from the model's ``1_Pooling``), normalisation and
 the e5 prompts are applied here exactly as sentence-transformers applies them. A direct export plus this
 thin ``BaseEmbedding``, rather than ``optimum``: optimum pins transformers < 4.58 and this project uses 5.x.
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 MANIFEST = "ragpipe_onnx.json"
 # one name per export recipe: it names the export folder and enters the passage-vector cache key
-RECIPES = {"none": "fused", "int8": "fused-int8-per-channel"}
+RECIPES = {"none": "fused", "int8": "fused-smooth-int8"}
 
 
 def _pooling(model_dir: Path) -> str:
@@ -51,20 +51,24 @@ def _pooling(model_dir: Path) -> str:
     raise ConfigError(f"{cfg_file}: embedding.backend onnx supports mean or CLS pooling only; use backend: torch", key="embedding.backend")
 
 
-def _export_dir(model_dir: Path, quantize: str, head: str = "encoder") -> Path:
+def _export_dir(model_dir: Path, quantize: str, head: str = "encoder", prompts: Sequence[str] = ()) -> Path:
     key = hashlib.sha256(f"{model_dir.resolve()}|{weights_stamp(model_dir)}".encode()).hexdigest()[:16]
     root = Path(os.environ.get("RAGPIPE_MODEL_DIR") or Path.home() / ".cache" / "ragpipe" / "models").expanduser()
-    return root / "onnx" / f"{model_dir.name}-{key}" / (RECIPES[quantize] + ("" if head == "encoder" else f"-{head}"))
+    name = RECIPES[quantize] + ("" if head == "encoder" else f"-{head}")
+    if quantize != "none" and any(prompts):  # int8 is calibrated with the prompts, so they name the export
+        name += "-" + hashlib.sha256("\x00".join(prompts).encode()).hexdigest()[:8]
+    return root / "onnx" / f"{model_dir.name}-{key}" / name
 
 
-def export_onnx(model_dir: str | Path, quantize: str = "none", head: str = "encoder") -> Path:
+def export_onnx(model_dir: str | Path, quantize: str = "none", head: str = "encoder", prompts: Sequence[str] = ()) -> Path:
     """The ONNX file for the model in ``model_dir`` (exported on first use, atomically; then reused).
 
     ``head``: ``encoder`` (input ids and mask in, last hidden state out) or ``classifier`` (a
-    cross-encoder: ids, mask and token type ids in, logits out).
+    cross-encoder: ids, mask and token type ids in, logits out). ``prompts``: the prefixes the model's
+    texts carry (e5's ``query: ``, ``passage: ``), which int8 calibration puts in front of its texts.
     """
     model_dir = Path(model_dir)
-    target = _export_dir(model_dir, quantize, head)
+    target = _export_dir(model_dir, quantize, head, prompts)
     model_file = target / "model.onnx"
     if _complete(target):
         return model_file
@@ -99,21 +103,18 @@ def export_onnx(model_dir: str | Path, quantize: str = "none", head: str = "enco
         fp32 = tmp / "fp32.onnx"
         fused = _fuse(plain, fp32, wrapped.inner.config, names)
         plain.unlink()
-        final = fp32
+        final, smoothed = fp32, 0
         if quantize == "int8":
-            from onnx import TensorProto
-            from onnxruntime.quantization import QuantType, quantize_dynamic
+            from .onnx_quantize import quantize_int8
 
-            # per-channel weight scales: min cosine to torch 0.993 on 32 Korean and English sentences (per-tensor: 0.976);
-            # the default tensor type lets shape inference pass the fused (contrib) operators
             final = tmp / "int8.onnx"
-            quantize_dynamic(str(fp32), str(final), weight_type=QuantType.QInt8, per_channel=True,
-                             extra_options={"DefaultTensorType": TensorProto.FLOAT})
+            feeds = _calibration_feeds(model_dir, names, wrapped.inner.config)
+            smoothed = quantize_int8(fp32, final, feeds, tuple(p for p in prompts if p))
         _save_with_external_weights(final, tmp / "model.onnx")
         for leftover in (fp32, final):
             leftover.unlink(missing_ok=True)
         write_json_atomic(tmp / MANIFEST, {"source": str(model_dir.resolve()), "head": head, "quantize": quantize, "recipe": RECIPES[quantize],
-                                           "opset": OPSET, "fused": fused, "torch": torch.__version__,
+                                           "opset": OPSET, "fused": fused, "smoothed": smoothed, "prompts": list(prompts), "torch": torch.__version__,
                                            "sha256": {f.name: sha256_file(f) for f in sorted(tmp.glob("model.onnx*"))}})
     logger.info("exported %s (%s) to ONNX (%s) at %s", model_dir, head, quantize, model_file)
     return model_file
@@ -126,6 +127,19 @@ def _complete(target: Path) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     return isinstance(files, dict) and "model.onnx" in files and all((target / name).is_file() for name in files)
+
+
+def _calibration_feeds(model_dir: Path, names: Sequence[str], config: Any) -> Any:
+    """A function from one calibration text to the exported graph's inputs (cut to the model's positions)."""
+    tokenizer = fast_tokenizer(model_dir, min(512, int(getattr(config, "max_position_embeddings", 514)) - 2))
+
+    def feeds(text: str) -> dict[str, np.ndarray]:
+        enc = tokenizer.encode(text)
+        ids = np.asarray([enc.ids], np.int64)
+        mask = np.asarray([enc.attention_mask], np.int64)
+        return {n: ids if n == "input_ids" else (mask if n == "attention_mask" else np.zeros_like(ids)) for n in names}
+
+    return feeds
 
 
 def _save_with_external_weights(src: Path, dst: Path) -> None:
@@ -226,7 +240,8 @@ class OnnxEmbedding(BaseEmbedding):
         model_dir = Path(model_dir)
         self._pooling = _pooling(model_dir)
         self._tokenizer = fast_tokenizer(model_dir, self.max_length)
-        self._session = onnx_session(export_onnx(model_dir, quantize))
+        prompts = (self.query_instruction, self.text_instruction)
+        self._session = onnx_session(export_onnx(model_dir, quantize, prompts=prompts))
 
     @classmethod
     def class_name(cls) -> str:

@@ -121,7 +121,8 @@ def test_korean_semantic_ordering(st_model, prompt: str) -> None:
     assert sim_close > sim_far
 
 
-@pytest.mark.parametrize(("quantize", "min_cosine"), [("none", MIN_COSINE), ("int8", 0.99)])
+# int8 is smoothed before quantisation: 0.9974 measured (plain per-channel int8 was 0.993, so 0.996 catches a regression)
+@pytest.mark.parametrize(("quantize", "min_cosine"), [("none", MIN_COSINE), ("int8", 0.996)])
 def test_onnx_backend_matches_torch(st_model, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                     quantize: str, min_cosine: float) -> None:
     """embedding.backend onnx, fp32 and int8: vectors close to sentence-transformers fp32, queries and passages."""

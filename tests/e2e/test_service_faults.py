@@ -162,3 +162,4 @@ def test_kill_during_upsert_leaves_old_or_new_index(config_file: Path, tmp_path:
     (level,) = json.loads(run.stdout)
     assert level["concurrency"] == 2 and level["requests"] > 0 and level["errors"] == 0
     assert level["rps"] > 0 and level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"]
+    assert 0 < level["server_p50_ms"] <= level["p99_ms"]  # the server's own time, read from each answer

@@ -57,3 +57,44 @@ def test_cache_key_includes_the_query_prompt(model) -> None:
 def test_batcher_behind_the_cache_gives_the_same_vector(model) -> None:
     cache = QueryVectorCache(QueryBatcher(model, wait_ms=1, max_batch=4), size=8)
     np.testing.assert_allclose(cache.query_vector("광합성이란?"), query_vector(model, "광합성이란?"), atol=1e-5)
+
+
+class _Recording:
+    """Records the batches the batcher hands to the model."""
+
+    def __init__(self, model) -> None:  # no ``inner`` attribute: embed_queries would unwrap it
+        self.model, self.batches = model, []
+        self.embed_batch_size, self.model_name = model.embed_batch_size, "recording"
+
+    def embed_queries(self, queries: list[str]) -> np.ndarray:
+        self.batches.append(list(queries))
+        return np.asarray([query_vector(self.model, q) for q in queries], dtype=np.float32)
+
+
+def test_batcher_waits_for_company_only_under_concurrent_load(model) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.models.threads import INFERENCE_LOCK
+
+    recording = _Recording(model)
+    batcher = QueryBatcher(recording, wait_ms=60_000, max_batch=2)
+    with ThreadPoolExecutor(1) as pool:  # quiet: a lone query is embedded at once, not after the 60 s wait
+        assert pool.submit(batcher.query_vector, "서울").result(timeout=20).dtype == np.float32
+    with ThreadPoolExecutor(3) as pool:  # busy: the worker is held at the model, so queries pile up behind it
+        INFERENCE_LOCK.acquire()
+        try:
+            first = pool.submit(batcher.query_vector, "부산")
+            threading.Event().wait(0.2)
+            rest = [pool.submit(batcher.query_vector, q) for q in ("대전", "제주")]
+            threading.Event().wait(0.2)
+        finally:
+            INFERENCE_LOCK.release()
+        [f.result(timeout=20) for f in (first, *rest)]
+    assert recording.batches == [["서울"], ["부산"], ["대전", "제주"]]
+    with ThreadPoolExecutor(2) as pool:  # after a batch of two, the next query waits for the one behind it
+        a = pool.submit(batcher.query_vector, "광주")
+        threading.Event().wait(0.2)
+        b = pool.submit(batcher.query_vector, "울산")
+        a.result(timeout=20), b.result(timeout=20)
+    assert recording.batches[-1] == ["광주", "울산"]
