@@ -63,7 +63,9 @@ def _lines(iterable: Iterable[T], desc: str, total: int | None, unit: str) -> It
         seconds = max(time.monotonic() - start, 1e-9)
         count = f"{done}/{total}" if total and not final else str(done)
         took = f" in {seconds:.1f} s" if final else ""
-        print(f"ragpipe: {desc}: {count} {unit}{took} ({done / seconds:.1f} {unit}/s)", file=sys.stderr, flush=True)
+        rate = done / seconds  # slow units (a 256-text chunk) read as seconds each, not "0.0 chunk/s"
+        speed = f"{rate:.1f} {unit}/s" if rate >= 0.1 or not done else f"{seconds / done:.1f} s/{unit}"
+        print(f"ragpipe: {desc}: {count} {unit}{took} ({speed})", file=sys.stderr, flush=True)
 
     for item in iterable:
         yield item

@@ -18,6 +18,10 @@ def test_lines_on_a_log(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     assert lines[-1].startswith("ragpipe: tokenize (kiwi): 3 doc in ")
     list(prog.progress(["a", "b"], "queries"))  # a sized iterable gives its own total, as tqdm does
     assert capsys.readouterr().err.splitlines()[0].startswith("ragpipe: queries: 1/2 it (")
+    clock = iter([0.0, 0.0, 30.0, 30.0, 30.0, 30.0])  # one chunk in 30 s: seconds per chunk, not "0.0 chunk/s"
+    monkeypatch.setattr(prog.time, "monotonic", lambda: next(clock))
+    list(prog.progress([1], "embedding", total=1, unit="chunk"))
+    assert capsys.readouterr().err.splitlines()[-1] == "ragpipe: embedding: 1 chunk in 30.0 s (30.0 s/chunk)"
 
 
 def test_short_stages_and_quiet_print_nothing(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
