@@ -81,13 +81,12 @@ def smooth(src: Path, dst: Path, feeds: Feeds, alpha: float = ALPHA, texts: tupl
     weights = {init.name: init for init in model.graph.initializer}
     uses = Counter(name for n in model.graph.node for name in n.input)
     # a weight that another node also reads cannot be rescaled for this node alone
-    targets = [n for n in model.graph.node if n.op_type in ("MatMul", "Attention") and len(n.input) > 1 and n.input[1] in weights
-               and uses[n.input[1]] == 1]
-    maxima = _activation_maxima(model, targets, feeds, texts)
-    names = {n.name for n in targets}
+    picked = {i for i, n in enumerate(model.graph.node) if n.op_type in ("MatMul", "Attention") and len(n.input) > 1
+              and n.input[1] in weights and uses[n.input[1]] == 1}  # by position: node names may be empty
+    maxima = _activation_maxima(model, [model.graph.node[i] for i in sorted(picked)], feeds, texts)
     nodes = []
-    for node in model.graph.node:
-        if node.name in names:
+    for i, node in enumerate(model.graph.node):
+        if i in picked:
             w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float32)  # [in, out]
             s = maxima[node.input[0]] ** alpha / np.clip(np.abs(w).max(axis=1) ** (1 - alpha), 1e-5, None)
             # a channel that calibration never saw move keeps its scale: 1/s must not blow up unseen values
@@ -101,7 +100,7 @@ def smooth(src: Path, dst: Path, feeds: Feeds, alpha: float = ALPHA, texts: tupl
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     onnx.save_model(model, str(dst), save_as_external_data=True, location=dst.name + ".data")
-    return len(targets)
+    return len(picked)
 
 
 def quantize_int8(src: Path, dst: Path, feeds: Feeds, prompts: tuple[str, ...] = ()) -> int:
