@@ -135,9 +135,7 @@ def _calibration_feeds(model_dir: Path, names: Sequence[str], config: Any) -> An
 
     def feeds(text: str) -> dict[str, np.ndarray]:
         enc = tokenizer.encode(text)
-        ids = np.asarray([enc.ids], np.int64)
-        mask = np.asarray([enc.attention_mask], np.int64)
-        return {n: ids if n == "input_ids" else (mask if n == "attention_mask" else np.zeros_like(ids)) for n in names}
+        return _inputs(names, np.asarray([enc.ids], np.int64), np.asarray([enc.attention_mask], np.int64))
 
     return feeds
 
@@ -151,11 +149,15 @@ def _save_with_external_weights(src: Path, dst: Path) -> None:
                     location=dst.name + ".data", size_threshold=1024)
 
 
+def _inputs(names: Sequence[str], ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The exported graph's inputs: ids, mask and (for a cross-encoder) zero token type ids."""
+    return {n: ids if n == "input_ids" else (mask if n == "attention_mask" else np.zeros_like(ids)) for n in names}
+
+
 def _probe(names: Sequence[str]) -> dict[str, np.ndarray]:
     """Two padded rows of ids (the second one shorter) to compare two exports on."""
     ids = np.asarray([[0, 5, 17, 29, 41, 53, 65, 2], [0, 7, 19, 2, 1, 1, 1, 1]], dtype=np.int64)
-    mask = np.asarray([[1] * 8, [1] * 4 + [0] * 4], dtype=np.int64)
-    return {n: ids if n == "input_ids" else (mask if n == "attention_mask" else np.zeros_like(ids)) for n in names}
+    return _inputs(names, ids, np.asarray([[1] * 8, [1] * 4 + [0] * 4], dtype=np.int64))
 
 
 def _fuse(plain: Path, out: Path, config: Any, names: Sequence[str]) -> dict[str, int]:

@@ -88,9 +88,10 @@ def smooth(src: Path, dst: Path, feeds: Feeds, alpha: float = ALPHA, texts: tupl
     for i, node in enumerate(model.graph.node):
         if i in picked:
             w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float32)  # [in, out]
-            s = maxima[node.input[0]] ** alpha / np.clip(np.abs(w).max(axis=1) ** (1 - alpha), 1e-5, None)
+            x_max = maxima[node.input[0]]
+            s = x_max ** alpha / np.clip(np.abs(w).max(axis=1) ** (1 - alpha), 1e-5, None)
             # a channel that calibration never saw move keeps its scale: 1/s must not blow up unseen values
-            s = np.where(maxima[node.input[0]] > 0, np.clip(s, 1e-5, None), 1.0).astype(np.float32)
+            s = np.where(x_max > 0, np.clip(s, 1e-5, None), 1.0).astype(np.float32)
             weights[node.input[1]].CopyFrom(numpy_helper.from_array(w * s[:, None], node.input[1]))
             inv, smoothed = f"{node.name}_smooth_inv", f"{node.name}_smoothed"
             model.graph.initializer.append(numpy_helper.from_array(1.0 / s, inv))
