@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..config import Precision
 from ..core.errors import ModelResolutionError
+from ..core.hardware import cpu_supports_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +83,6 @@ def weights_stamp(model_dir: Path) -> str:
     whenever a model is retrained into the same folder."""
     weights = sorted(Path(model_dir).glob("*.safetensors")) or sorted(Path(model_dir).glob("*.bin"))
     return "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights)
-
-
-def cpu_supports_bf16() -> bool:
-    """True where the CPU has native bf16 matrix support (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def effective_precision(precision: Precision, device: str = "cpu") -> Precision:

@@ -60,7 +60,7 @@ def finetune_embedding(
     """Fine-tune the configured embedding model; keeps the best checkpoint by validation MRR@10."""
 
     def body() -> None:
-        from ..training.embedding import finetune_embedding as run
+        from ..training.finetune import finetune_embedding as run
 
         cfg, qa = _inputs(config, set_, train, kind)
         folder = out or Path("models") / f"{Path(cfg.embedding.model).name}-ft-{qa.name.replace(':', '-')}"
@@ -95,7 +95,7 @@ def finetune_reranker(
     """Train a cross-encoder reranker; keeps the best checkpoint by validation MRR@10 and picks rerank.candidates."""
 
     def body() -> None:
-        from ..training.reranker import finetune_reranker as run
+        from ..training.finetune import finetune_reranker as run
 
         cfg, qa = _inputs(config, set_, train, kind)
         folder = out or Path("models") / f"{Path(base or cfg.embedding.model).name}-reranker-{qa.name.replace(':', '-')}"

@@ -1,51 +1,25 @@
-"""Training pairs from a QA set: (question, relevant passage, mined hard negatives), split by document.
+"""Training pairs as plain data: what ``training.mining`` makes and the trainers consume.
 
-Passages are the QA set's documents chunked as the config chunks them (in the embedding model's tokens),
-so the model learns on what it will later search. A question's positive is the chunk of its relevant
-document that holds an answer span (else that document's best mined chunk); its hard negatives are the
-best chunks a miner ranks (kiwi BM25 for the embedding, the fused first stage for a reranker) among other
-documents that hold no answer string and come from another article (same-title paragraphs often answer
-the question too: a false negative teaches the model to push the answer away). Train and validation are
-split by *document*: no validation question's passage was ever a training positive or negative.
-Validation searches every chunk of the set, as the evaluation does.
+No LlamaIndex, retriever or config import: a ``PairSet`` saved with ``save`` trains on a machine that has
+sentence-transformers and nothing else of the mining stack (mine on one box, train on a GPU box).
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-from llama_index.core.schema import TextNode
-
-from ..config import BM25Config, Config
 from ..core.errors import EvaluationError
-from ..ingest.chunking import chunk_documents, chunk_token_counter
-from ..ingest.qa import QAQuestion, QASet
-from ..retrieval.bm25 import BM25Retriever
+from ..core.io import read_json, write_json_atomic
+
+FORMAT = "ragpipe-pairs/1"
 
 
 def text_hash(text: str) -> str:
     """A short, whitespace-insensitive hash of a question or passage (what a model manifest records)."""
     return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:16]
-
-
-Search = Callable[[str, int], list[TextNode]]
-"""``(question, depth) -> ranked chunks``: what mines negatives (and ranks validation candidates)."""
-Miner = Callable[[list[TextNode]], Search]
-"""Builds a ``Search`` over the set's chunks."""
-
-
-def bm25_miner(cfg: Config, show_progress: bool = False) -> Miner:
-    """The config's first BM25 retriever (else kiwi BM25) over the chunks: the embedding's negatives."""
-    bm25_cfg = next((r for r in cfg.retrieval.retrievers if r.type == "bm25"), None) or BM25Config(tokenizer={"name": "kiwi"})
-
-    def build(nodes: list[TextNode]) -> Search:
-        bm25 = BM25Retriever.from_nodes(nodes, bm25_cfg, show_progress=show_progress)
-        return lambda query, depth: [h.node for h in bm25.search(query, top_k=depth)]
-
-    return build
 
 
 @dataclass
@@ -63,7 +37,7 @@ class PairSet:
     """Training examples, the validation split and what they were made from."""
 
     train: list[Example]
-    val_questions: list[QAQuestion]
+    val_queries: dict[str, str]  # qid -> question text: the held-out questions
     val_passages: dict[str, str]  # chunk id -> text: the validation corpus (every chunk of the set)
     val_relevant: dict[str, set[str]]  # qid -> relevant chunk ids
     val_candidates: dict[str, list[str]]  # qid -> the miner's ranked chunk ids (``val_depth`` of them; empty at 0)
@@ -71,72 +45,20 @@ class PairSet:
     train_document_hashes: list[str]  # the documents that gave a positive or a negative
     source: dict[str, Any]
 
+    def save(self, path: Path) -> None:
+        """Write the set as one JSON file (atomically)."""
+        write_json_atomic(Path(path), {
+            "format": FORMAT, "source": self.source, "train": [vars(e) for e in self.train], "val_queries": self.val_queries,
+            "val_passages": self.val_passages, "val_relevant": {q: sorted(r) for q, r in self.val_relevant.items()},
+            "val_candidates": self.val_candidates, "train_question_hashes": self.train_question_hashes,
+            "train_document_hashes": self.train_document_hashes})
 
-def _doc(node: TextNode) -> str:
-    return node.ref_doc_id or node.node_id
-
-
-def _title(node: TextNode) -> str | None:
-    return node.metadata.get("title") or None
-
-
-def _false_negative(node: TextNode, q: QAQuestion, titles: set[str]) -> bool:
-    """A candidate that may answer ``q`` after all: it holds an answer, or it is from the positive's article."""
-    return any(a and a in node.text for a in q.answers) or (_title(node) is not None and _title(node) in titles)
-
-
-def _positive(q: QAQuestion, chunks: Sequence[TextNode], bm25_rank: dict[str, int]) -> TextNode | None:
-    with_answer = [c for c in chunks if any(a and a in c.text for a in q.answers)]
-    pool = with_answer or list(chunks)
-    if not pool:
-        return None
-    return min(pool, key=lambda c: bm25_rank.get(c.node_id, 10**9))
-
-
-def make_pairs(qa: QASet, cfg: Config, *, negatives: int = 1, val_fraction: float = 0.1, seed: int = 0,
-               mine_depth: int = 30, miner: Miner | None = None, val_depth: int = 0, show_progress: bool = False) -> PairSet:
-    """Chunk ``qa``'s documents, mine hard negatives with ``miner`` (default: kiwi BM25), split by document.
-
-    ``val_depth`` > 0 also ranks each validation question's candidates with the miner (a reranker's input).
-    """
-    if not 0 < val_fraction < 1:
-        raise EvaluationError(f"val_fraction = {val_fraction} must be between 0 and 1", key="val_fraction", value=val_fraction)
-    counter = chunk_token_counter(cfg.embedding)
-    nodes = chunk_documents(qa.documents, cfg.chunking, tokenizer=counter, show_progress=show_progress)
-    by_doc: dict[str, list[TextNode]] = {}
-    for n in nodes:
-        by_doc.setdefault(n.ref_doc_id or n.node_id, []).append(n)
-    doc_ids = sorted(by_doc)
-    random.Random(seed).shuffle(doc_ids)
-    n_val = max(1, int(round(len(doc_ids) * val_fraction)))
-    val_docs = set(doc_ids[:n_val])
-    search = (miner or bm25_miner(cfg, show_progress))(nodes)
-    train, val_q, used_docs = [], [], set()
-    for q in qa.questions:
-        rel = set(q.relevant_doc_ids)
-        if rel & val_docs:
-            if rel <= val_docs:
-                val_q.append(q)
-            continue  # a question touching both splits is used for neither
-        hits = search(q.text, mine_depth)
-        rank = {h.node_id: i for i, h in enumerate(hits)}
-        pos = _positive(q, [c for d in q.relevant_doc_ids for c in by_doc.get(d, [])], rank)
-        if pos is None:
-            continue
-        titles = {t for d in rel for c in by_doc.get(d, [])[:1] if (t := _title(c))}
-        negs = [h for h in hits if _doc(h) not in rel and _doc(h) not in val_docs and h.text != pos.text
-                and not _false_negative(h, q, titles)][:negatives]
-        if len(negs) < negatives:
-            continue  # MNRL with a fixed number of negative columns needs every row complete
-        train.append(Example(q.qid, q.text, pos.text, [n.text for n in negs]))
-        used_docs.update([_doc(pos), *(_doc(n) for n in negs)])
-    if not train or not val_q:
-        raise EvaluationError(f"{qa.name}: {len(train)} training and {len(val_q)} validation questions; need some of each")
-    val_passages = {n.node_id: n.text for n in nodes}  # every chunk: training documents' chunks are distractors
-    val_relevant = {q.qid: {n.node_id for d in q.relevant_doc_ids for n in by_doc[d]} for q in val_q}
-    val_candidates = {q.qid: [h.node_id for h in search(q.text, val_depth)] for q in val_q} if val_depth else {}
-    return PairSet(train, val_q, val_passages, val_relevant, val_candidates,
-                   sorted({text_hash(e.query) for e in train}), sorted({text_hash(d.text) for d in qa.documents if d.doc_id in used_docs}),
-                   {"name": qa.name, "source": qa.source, "fingerprint": qa.fingerprint(), "documents": len(qa.documents),
-                    "questions": len(qa.questions), "train_examples": len(train), "val_questions": len(val_q),
-                    "val_documents": len(val_docs), "negatives": negatives, "seed": seed, "val_fraction": val_fraction})
+    @classmethod
+    def load(cls, path: Path) -> "PairSet":
+        """Read a set written by ``save``; a clear error for any other file."""
+        raw = read_json(Path(path))
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise EvaluationError(f"{path}: not a ragpipe pairs file (format {FORMAT!r})", path=path)
+        return cls([Example(**e) for e in raw["train"]], raw["val_queries"], raw["val_passages"],
+                   {q: set(r) for q, r in raw["val_relevant"].items()}, raw["val_candidates"], raw["train_question_hashes"],
+                   raw["train_document_hashes"], raw["source"])

@@ -1,8 +1,8 @@
-"""``ragpipe finetune reranker``: train a sentence-transformers ``CrossEncoder`` on a QA set.
+"""The reranker trainer behind ``ragpipe finetune reranker``: a sentence-transformers ``CrossEncoder`` on a ``PairSet``.
 
 The cross-encoder starts from an encoder available offline (the configured embedding model by default:
 the prepared e5-small or a fine-tuned one) with a fresh one-logit head. Its hard negatives are mined by
-the config's own first stage (BM25 and dense fused, ``training.pairs``), so it learns on the candidates it
+the config's own first stage (BM25 and dense fused, ``training.mining``), so it learns on the candidates it
 will later rerank. Loss: ``BinaryCrossEntropyLoss`` with ``pos_weight`` = negatives per question, the
 pointwise loss sentence-transformers' reranker recipes found strongest; its sigmoid scores are also
 what the torch and ONNX rerank backends return. Validation reranks the first stage's candidates of
@@ -19,17 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llama_index.core.schema import TextNode
-
-from ..config import Config
 from ..core.errors import EvaluationError
-from ..ingest.qa import QASet
-from ..ingest.vectors import embed_nodes
-from ..models.embedding import build_cached_embedding
-from ..models.resolve import resolve_model
-from ..storage.snapshot import assemble, build_legs
 from .manifest import write_manifest
-from .pairs import Miner, PairSet, Search, make_pairs
+from .pairs import PairSet
 from .runs import TrainingRun, checkpoint_to_resume, freeze_word_embeddings, trainer_arguments
 
 logger = logging.getLogger(__name__)
@@ -39,27 +31,14 @@ BEST_METRIC = f"eval_{VAL_NAME}_mrr@10"
 CANDIDATE_CHOICES = (10, 20, 40)
 
 
-def first_stage_miner(cfg: Config, show_progress: bool = False) -> Miner:
-    """The config's retrievers, fused as configured and without rerank, over the set's chunks."""
-
-    def build(nodes: list[TextNode]) -> Search:
-        model = build_cached_embedding(cfg.embedding, show_progress=show_progress) if cfg.uses_dense() else None
-        vectors = embed_nodes(model, nodes, show_progress=show_progress) if model is not None else None
-        legs = build_legs(cfg, nodes, model, vectors, show_progress)
-        stack = assemble(cfg, {name: b.retriever for name, b in legs.items()}, None)
-        return lambda query, depth: [h.node for h in stack.run(query, top_k=depth).nodes]
-
-    return build
-
-
 def _samples(pairs: PairSet, candidates: int, limit: int, seed: int) -> list[dict[str, Any]]:
     """Reranking samples of (up to ``limit``) validation questions: their first ``candidates`` first-stage chunks."""
-    qs = list(pairs.val_questions)
-    random.Random(seed).shuffle(qs)
+    qids = list(pairs.val_queries)
+    random.Random(seed).shuffle(qids)
     out = []
-    for q in qs[:limit]:
-        ranked = pairs.val_candidates.get(q.qid, [])[:candidates]
-        out.append({"query": q.text, "positive": [pairs.val_passages[i] for i in sorted(pairs.val_relevant[q.qid])],
+    for qid in qids[:limit]:
+        ranked = pairs.val_candidates.get(qid, [])[:candidates]
+        out.append({"query": pairs.val_queries[qid], "positive": [pairs.val_passages[i] for i in sorted(pairs.val_relevant[qid])],
                     "documents": [pairs.val_passages[i] for i in ranked]})
     return out
 
@@ -77,24 +56,22 @@ def _evaluator(samples: list[dict[str, Any]], batch_size: int) -> Any:
                                           write_csv=False)
 
 
-def finetune_reranker(cfg: Config, qa: QASet, out_dir: Path, *, base: str | None = None, epochs: float = 1.0, batch_size: int = 16,
-                      lr: float = 5e-5, negatives: int = 4, max_length: int = 256, val_fraction: float = 0.1, val_questions: int = 200,
-                      eval_steps: int | None = None, max_steps: int = -1, seed: int = 0, resume: bool = False, device: str | None = None,
-                      freeze_embeddings: bool = True, show_progress: bool = True) -> dict[str, Any]:
-    """Train, keep the best checkpoint by validation MRR@10, choose ``rerank.candidates``; returns the manifest."""
+def train_reranker(pairs: PairSet, out_dir: Path, *, base_model: str, base_path: str, first_stage: str, epochs: float = 1.0,
+                   batch_size: int = 16, lr: float = 5e-5, max_length: int = 256, val_questions: int = 200, eval_steps: int | None = None,
+                   max_steps: int = -1, seed: int = 0, resume: bool = False, device: str | None = None, freeze_embeddings: bool = True,
+                   show_progress: bool = True) -> dict[str, Any]:
+    """Train on ``pairs`` (their validation candidates ranked by ``first_stage``), keep the best checkpoint by validation
+    MRR@10, choose ``rerank.candidates``; returns the manifest."""
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
+    negatives = int(pairs.source["negatives"])
     if negatives < 1:
         raise EvaluationError(f"--negatives {negatives}: a reranker needs at least one negative per question", key="negatives")
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    pairs = make_pairs(qa, cfg, negatives=negatives, val_fraction=val_fraction, seed=seed, miner=first_stage_miner(cfg, show_progress),
-                       val_depth=max(CANDIDATE_CHOICES), show_progress=show_progress)
-    base = base or cfg.embedding.model
-    base_path = resolve_model(base)
     model = CrossEncoder(base_path, num_labels=1, max_length=max_length, device=device)
     frozen = freeze_word_embeddings(model) if freeze_embeddings else 0
     rows: dict[str, list[Any]] = {"query": [], "passage": [], "label": []}
@@ -119,16 +96,12 @@ def finetune_reranker(cfg: Config, qa: QASet, out_dir: Path, *, base: str | None
               for c in CANDIDATE_CHOICES}
     best_c = max(CANDIDATE_CHOICES, key=lambda c: (round(choice[c], 3), -c))  # within 0.001, fewer candidates (faster)
     curve = [{"step": 0, "mrr@10": first_stage}] + run.curve(trainer, BEST_METRIC)
-    return write_manifest(out_dir, kind="reranker", base_model=base, base_path=base_path, pairs=pairs, curve=curve,
+    return write_manifest(out_dir, kind="reranker", base_model=base_model, base_path=base_path, pairs=pairs, curve=curve,
                           hyper={"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "negatives": negatives,
                                  "max_length": max_length, "loss": "BinaryCrossEntropyLoss", "pos_weight": negatives,
                                  "frozen_parameters": frozen, "precision": precision, "seed": seed, "val_questions": val_questions,
-                                 "first_stage": _first_stage_name(cfg)},
+                                 "first_stage": first_stage},
                           seconds=time.perf_counter() - t0, device=str(model.device),
                           extra={"candidates_mrr@10": {str(c): v for c, v in choice.items()},
                                  "recommended": {"rerank.candidates": best_c, "rerank.max_length": max_length}})
 
-
-def _first_stage_name(cfg: Config) -> str:
-    legs = "+".join(r.name for r in cfg.retrieval.retrievers)
-    return f"{legs} ({cfg.retrieval.fusion.mode.value})" if len(cfg.retrieval.retrievers) > 1 else legs

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import EvaluationError
+from ..core.hardware import cpu_supports_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +21,6 @@ def training_precision(device_type: str) -> str:
         import torch
 
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    from ..models.resolve import cpu_supports_bf16
-
     return "bf16" if cpu_supports_bf16() else "fp32"
 
 

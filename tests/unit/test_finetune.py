@@ -54,13 +54,13 @@ def _mrr_on_training_pairs(model_dir: str, pairs: Any) -> float:
 def test_finetune_improves_saves_and_resumes(ft_config: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from pipeline.training.embedding import finetune_embedding
-    from pipeline.training.pairs import make_pairs
+    from pipeline.training.finetune import finetune_embedding
+    from pipeline.training.mining import make_pairs
 
     qa, out = _qa(), tmp_path / "ft"
     pairs = make_pairs(qa, ft_config, negatives=0, val_fraction=0.2, seed=0)
-    assert pairs.train and pairs.val_questions
-    val_docs = {d for q in pairs.val_questions for d in q.relevant_doc_ids}
+    assert pairs.train and pairs.val_queries
+    val_docs = {d for q in qa.questions if q.qid in pairs.val_queries for d in q.relevant_doc_ids}
     assert not val_docs & {e.qid.rsplit("-", 1)[0] for e in pairs.train}  # split by document
     before = _mrr_on_training_pairs(str(tiny_model_dir), pairs)
     kw = dict(batch_size=4, lr=2e-3, negatives=0, val_fraction=0.2, eval_steps=4, device="cpu", show_progress=False)
@@ -147,13 +147,15 @@ def test_finetune_reranker_trains_a_cross_encoder(ft_config: Any, tiny_pair_mode
     from sentence_transformers.cross_encoder import CrossEncoder
 
     from pipeline.retrieval.rerank import CrossEncoderReranker
-    from pipeline.training.pairs import make_pairs
-    from pipeline.training.reranker import CANDIDATE_CHOICES, finetune_reranker, first_stage_miner
+    from pipeline.training.mining import make_pairs
+    from pipeline.training.finetune import finetune_reranker
+    from pipeline.training.mining import first_stage_miner
+    from pipeline.training.reranker import CANDIDATE_CHOICES
 
     qa, out = _qa(), tmp_path / "rr"
     pairs = make_pairs(qa, ft_config, negatives=2, val_fraction=0.2, seed=0, miner=first_stage_miner(ft_config), val_depth=5)
     assert all(len(e.negatives) == 2 and e.positive not in e.negatives for e in pairs.train)
-    assert set(pairs.val_candidates) == {q.qid for q in pairs.val_questions}  # the first stage ranked each held-out question
+    assert set(pairs.val_candidates) == set(pairs.val_queries)  # the first stage ranked each held-out question
     manifest = finetune_reranker(ft_config, qa, out, base=str(tiny_pair_model_dir), batch_size=8, lr=3e-3, negatives=2, max_length=64,
                                  val_fraction=0.2, eval_steps=STEPS // 2, max_steps=STEPS, device="cpu", freeze_embeddings=False,
                                  show_progress=False)
@@ -173,16 +175,35 @@ def test_finetune_reranker_trains_a_cross_encoder(ft_config: Any, tiny_pair_mode
     assert len(ranked) == 2
 
 
-def test_finetune_reranker_resumes(ft_config: Any, tiny_pair_model_dir: Path, tmp_path: Path) -> None:
-    """A reranker run stopped at a checkpoint goes on from it: the curve keeps its steps and the run ends later."""
-    from pipeline.training.reranker import finetune_reranker
+def test_finetune_reranker_resumes_from_saved_pairs(ft_config: Any, tiny_pair_model_dir: Path, tmp_path: Path) -> None:
+    """A reranker run stopped at a checkpoint goes on from it: the curve keeps its steps and the run ends later. The
+    second run trains from the pairs file alone (mine on one machine, train on another)."""
+    from pipeline.training.finetune import finetune_reranker
+    from pipeline.training.mining import first_stage_miner, make_pairs
+    from pipeline.training.pairs import PairSet
+    from pipeline.training.reranker import train_reranker
 
     qa, out = _qa(), tmp_path / "rr"
-    kw = dict(base=str(tiny_pair_model_dir), batch_size=8, lr=3e-3, negatives=2, max_length=64, val_fraction=0.2,
-              eval_steps=4, device="cpu", freeze_embeddings=False, show_progress=False)
-    first = finetune_reranker(ft_config, qa, out, max_steps=4, **kw)
+    kw = dict(batch_size=8, lr=3e-3, max_length=64, eval_steps=4, device="cpu", freeze_embeddings=False, show_progress=False)
+    first = finetune_reranker(ft_config, qa, out, base=str(tiny_pair_model_dir), negatives=2, val_fraction=0.2, max_steps=4, **kw)
     assert [p["step"] for p in first["validation_curve"]] == [0, 4]
     assert (out / "checkpoints" / "checkpoint-4").is_dir()
-    resumed = finetune_reranker(ft_config, qa, out, max_steps=8, resume=True, **kw)
+    make_pairs(qa, ft_config, negatives=2, val_fraction=0.2, seed=0, miner=first_stage_miner(ft_config), val_depth=40).save(tmp_path / "p.json")
+    pairs = PairSet.load(tmp_path / "p.json")
+    resumed = train_reranker(pairs, out, base_model="tiny", base_path=str(tiny_pair_model_dir), first_stage="bm25+dense", max_steps=8,
+                             resume=True, **kw)
     assert [p["step"] for p in resumed["validation_curve"]] == [0, 4, 8]
     assert resumed["validation_curve"][1] == first["validation_curve"][1]  # step 4 kept from the first run, not redone
+    assert resumed["validation_curve"][0] == first["validation_curve"][0]  # the same first-stage candidates, from the file
+
+
+def test_pairs_file_round_trip_and_bad_file(ft_config: Any, tmp_path: Path) -> None:
+    from pipeline.training.mining import make_pairs
+    from pipeline.training.pairs import PairSet
+
+    pairs = make_pairs(_qa(), ft_config, negatives=1, val_fraction=0.2, seed=0)
+    pairs.save(tmp_path / "p.json")
+    assert PairSet.load(tmp_path / "p.json") == pairs
+    (tmp_path / "bad.json").write_text('{"train": []}', encoding="utf-8")
+    with pytest.raises(EvaluationError, match="bad.json: not a ragpipe pairs file"):
+        PairSet.load(tmp_path / "bad.json")
