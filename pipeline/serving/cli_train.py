@@ -83,6 +83,7 @@ def finetune_reranker(
     lr: float = typer.Option(5e-5, "--lr", min=0),
     negatives: int = typer.Option(4, "--negatives", min=1, help="First-stage (BM25 + dense) hard negatives per question"),
     max_length: int = typer.Option(256, "--max-length", min=16, help="Tokens of question + passage (use the same rerank.max_length)"),
+    loss: str = typer.Option("bce", "--loss", help="bce (pointwise; --batch-size pairs a step) | listwise (--batch-size questions a step)"),
     val_fraction: float = ValOpt,
     val_questions: int = typer.Option(200, "--val-questions", min=1, help="Validation questions reranked at each checkpoint"),
     eval_steps: Optional[int] = EvalStepsOpt,
@@ -99,7 +100,7 @@ def finetune_reranker(
 
         cfg, qa = _inputs(config, set_, train, kind)
         folder = out or Path("models") / f"{Path(base or cfg.embedding.model).name}-reranker-{qa.name.replace(':', '-')}"
-        manifest = run(cfg, qa, folder, base=base, epochs=epochs, batch_size=batch_size, lr=lr, negatives=negatives, max_length=max_length,
+        manifest = run(cfg, qa, folder, base=base, epochs=epochs, batch_size=batch_size, lr=lr, negatives=negatives, max_length=max_length, loss=loss,
                        val_fraction=val_fraction, val_questions=val_questions, eval_steps=eval_steps, max_steps=max_steps, seed=seed,
                        resume=resume, device=device)
         rec = manifest["recommended"]

@@ -207,3 +207,20 @@ def test_pairs_file_round_trip_and_bad_file(ft_config: Any, tmp_path: Path) -> N
     (tmp_path / "bad.json").write_text('{"train": []}', encoding="utf-8")
     with pytest.raises(EvaluationError, match="bad.json: not a ragpipe pairs file"):
         PairSet.load(tmp_path / "bad.json")
+
+
+def test_listwise_reranker_learns_and_bad_loss_is_named(ft_config: Any, tiny_pair_model_dir: Path, tmp_path: Path) -> None:
+    """``loss="listwise"`` (LambdaLoss over each question's positive and negatives) learns as the pointwise loss does."""
+    from pipeline.training.mining import first_stage_miner, make_pairs
+    from pipeline.training.reranker import train_reranker
+
+    pairs = make_pairs(_qa(), ft_config, negatives=2, val_fraction=0.2, seed=0, miner=first_stage_miner(ft_config), val_depth=40)
+    kw = dict(base_model="tiny", base_path=str(tiny_pair_model_dir), first_stage="bm25+dense", lr=3e-3, max_length=64, device="cpu",
+              freeze_embeddings=False, show_progress=False)
+    with pytest.raises(EvaluationError, match="--loss pairwise: choose one of bce, listwise"):
+        train_reranker(pairs, tmp_path / "bad", loss="pairwise", **kw)
+    manifest = train_reranker(pairs, tmp_path / "lw", loss="listwise", batch_size=8, eval_steps=STEPS // 2, max_steps=STEPS, **kw)
+    assert manifest["hyperparameters"]["loss"] == "LambdaLoss"
+    assert manifest["hyperparameters"]["first_stage"] == "bm25+dense"
+    before, after = _reranked_mrr(str(tiny_pair_model_dir), pairs), _reranked_mrr(str(tmp_path / "lw"), pairs)
+    assert after > before + 0.1, (before, after)
