@@ -114,8 +114,12 @@ class EmbeddingConfig(_Section):
         "same tokenizer, pooling, normalisation and prompts) | auto (onnx where onnxruntime is installed and no pooling "
         "override is set, else torch; resolved when the config loads)")
     quantize: Literal["none", "int8"] = Field(
-        "none", description="onnx: dynamic int8 after activation smoothing (about 2x faster than onnx fp32; hybrid MRR@10 "
-        "-0.003 on KLUE and +0.000 on KorQuAD against fp32, dense-only -0.007 on KLUE: docs/performance.md)")
+        "none", description="onnx: passage (and, unless query_quantize says otherwise, query) vectors by dynamic int8 after "
+        "activation smoothing: about 2x onnx fp32's passages/s, but it moves every stored vector (hybrid MRR@10 -0.003 on "
+        "KLUE against fp32: docs/performance.md). A build setting")
+    query_quantize: Literal["none", "int8"] | None = Field(
+        None, description="onnx: the query encoder's quantisation (unset: as quantize). int8 queries against fp32 passages "
+        "keep int8's query speed with less of its error; not a build setting")
     precision: Precision = Field(Precision.AUTO, description="torch: auto (bf16 where the CPU has AMX/avx512_bf16) | fp32 | bf16")
     batch_size: int = Field(32, ge=1, description="Texts per encoding batch (onnx: at most)")
     batch_tokens: int = Field(1024, ge=16, description="onnx: most padded tokens per encoder batch (long passages go in small batches)")
@@ -173,8 +177,8 @@ class EmbeddingConfig(_Section):
     def _onnx_for_huggingface_only(self) -> "EmbeddingConfig":
         if self.backend == "onnx" and self.provider != EmbeddingProvider.HUGGINGFACE:
             raise ValueError(f"backend onnx runs huggingface encoders only, not provider {self.provider.value!r}")
-        if self.quantize != "none" and self.backend != "onnx":
-            raise ValueError("quantize needs backend: onnx")
+        if self.backend != "onnx" and "int8" in (self.quantize, self.query_quantize):
+            raise ValueError(f"{'quantize' if self.quantize == 'int8' else 'query_quantize'} needs backend: onnx")
         return self
 
     @field_validator("text_model")

@@ -35,10 +35,10 @@ def _build_onnx_embedding(cfg: EmbeddingConfig) -> BaseEmbedding:
     if cfg.pooling is not None:
         raise ConfigError("embedding.pooling: set with backend torch only (onnx uses the model's own pooling)", key="embedding.pooling")
     path = resolve_model(cfg.model)
-    model = OnnxEmbedding(path, quantize=cfg.quantize, model_name=cfg.model, max_length=cfg.max_length, normalize=cfg.normalize,
-                          batch_tokens=cfg.batch_tokens,
+    model = OnnxEmbedding(path, quantize=cfg.quantize, query_quantize=cfg.query_quantize, model_name=cfg.model, max_length=cfg.max_length,
+                          normalize=cfg.normalize, batch_tokens=cfg.batch_tokens,
                           query_instruction=cfg.query_prompt, text_instruction=cfg.passage_prompt, embed_batch_size=cfg.batch_size)
-    logger.info("embedding %s (%s) backend=onnx quantize=%s", cfg.model, path, cfg.quantize)
+    logger.info("embedding %s (%s) backend=onnx quantize=%s, queries %s", cfg.model, path, cfg.quantize, cfg.query_quantize or cfg.quantize)
     return model
 
 

@@ -2,8 +2,8 @@
 
 The encoder is exported once with ``torch.onnx.export`` (only ``input_ids`` and ``attention_mask`` in,
 the last hidden state out, opset 17, eager attention), fused by ONNX Runtime's transformer optimizer
-(Attention, SkipLayerNormalization, BiasGelu; kept only if its outputs match the plain export), optionally
-quantised to dynamic int8 after activation smoothing (:mod:`.onnx_quantize`), and cached under ``$RAGPIPE_MODEL_DIR/onnx/`` with a manifest (source
+(Attention, BiasGelu, EmbedLayerNormalization; kept only if its outputs match the plain export), optionally
+quantised from that to dynamic int8 after activation smoothing (:mod:`.onnx_quantize`), and cached under ``$RAGPIPE_MODEL_DIR/onnx/`` with a manifest (source
 folder, sizes, checksums). Pooling (mean or CLS, read from the model's ``1_Pooling``), normalisation and
 the e5 prompts are applied here exactly as sentence-transformers applies them. A direct export plus this
 thin ``BaseEmbedding``, rather than ``optimum``: optimum pins transformers < 4.58 and this project uses 5.x.
@@ -11,10 +11,12 @@ thin ``BaseEmbedding``, rather than ``optimum``: optimum pins transformers < 4.5
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, List, Sequence
 
@@ -32,7 +34,13 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 MANIFEST = "ragpipe_onnx.json"
 # one name per export recipe: it names the export folder and enters the passage-vector cache key
-RECIPES = {"none": "fused", "int8": "fused-smooth-int8"}
+RECIPES = {"none": "fused", "int8": "fused-ln-smooth-int8"}
+# the folder also changes when the graph changes but its vectors do not (fp32 without SkipLayerNormalization:
+# cosine 1.000000 to the earlier export), so old caches stay valid and old graphs are not reused
+FOLDERS = {"none": "fused-ln", "int8": RECIPES["int8"]}
+# ONNX Runtime's SkipLayerNormalization CPU kernel (1.32) took 3-6x the time of Add + LayerNormalization from
+# 20 to 512 tokens: 0.75 ms of an e5-small query. It is neither fused at export nor at session start.
+UNFUSED = ("SkipLayerNormFusion",)
 
 
 def _pooling(model_dir: Path) -> str:
@@ -54,7 +62,7 @@ def _pooling(model_dir: Path) -> str:
 def _export_dir(model_dir: Path, quantize: str, head: str = "encoder", prompts: Sequence[str] = ()) -> Path:
     key = hashlib.sha256(f"{model_dir.resolve()}|{weights_stamp(model_dir)}".encode()).hexdigest()[:16]
     root = Path(os.environ.get("RAGPIPE_MODEL_DIR") or Path.home() / ".cache" / "ragpipe" / "models").expanduser()
-    name = RECIPES[quantize] + ("" if head == "encoder" else f"-{head}")
+    name = FOLDERS[quantize] + ("" if head == "encoder" else f"-{head}")
     if quantize != "none" and any(prompts):  # int8 is calibrated with the prompts, so they name the export
         name += "-" + hashlib.sha256("\x00".join(prompts).encode()).hexdigest()[:8]
     return root / "onnx" / f"{model_dir.name}-{key}" / name
@@ -66,12 +74,21 @@ def export_onnx(model_dir: str | Path, quantize: str = "none", head: str = "enco
     ``head``: ``encoder`` (input ids and mask in, last hidden state out) or ``classifier`` (a
     cross-encoder: ids, mask and token type ids in, logits out). ``prompts``: the prefixes the model's
     texts carry (e5's ``query: ``, ``passage: ``), which int8 calibration puts in front of its texts.
+    int8 is made from the fp32 export, which is kept (a config may run fp32 passages and int8 queries).
     """
     model_dir = Path(model_dir)
     target = _export_dir(model_dir, quantize, head, prompts)
-    model_file = target / "model.onnx"
-    if _complete(target):
-        return model_file
+    if not _complete(target):
+        if quantize == "int8":
+            _quantized(model_dir, export_onnx(model_dir, "none", head), target, tuple(p for p in prompts if p))
+        else:
+            _exported(model_dir, head, target)
+        logger.info("exported %s (%s) to ONNX (%s) at %s", model_dir, head, quantize, target)
+    return target / "model.onnx"
+
+
+def _exported(model_dir: Path, head: str, target: Path) -> None:
+    """torch.onnx.export of the encoder or classifier, fused, with its manifest, into ``target``."""
     import torch
     from transformers import AutoModel, AutoModelForSequenceClassification
 
@@ -91,7 +108,7 @@ def export_onnx(model_dir: str | Path, quantize: str = "none", head: str = "enco
     except Exception as exc:  # noqa: BLE001 - any loader failure: the folder is not an exportable model
         raise ModelResolutionError(f"{model_dir}: cannot load the {head} for ONNX export ({type(exc).__name__}: {exc})", path=model_dir) from exc
     ids = torch.ones((2, 8), dtype=torch.long)
-    names = ["input_ids", "attention_mask"] + ([] if head == "encoder" else ["token_type_ids"])
+    names = _input_names(head)
     output = "last_hidden_state" if head == "encoder" else "logits"
     axes = {n: {0: "batch", 1: "seq"} for n in names} | {output: {0: "batch", 1: "seq"} if head == "encoder" else {0: "batch"}}
     with atomic_directory(target) as tmp:
@@ -100,24 +117,37 @@ def export_onnx(model_dir: str | Path, quantize: str = "none", head: str = "enco
             torch.onnx.export(wrapped, tuple(torch.ones_like(ids) if n == "attention_mask" else (ids if n == "input_ids" else torch.zeros_like(ids))
                                              for n in names), str(plain), input_names=names, output_names=[output],
                               opset_version=OPSET, dynamo=False, dynamic_axes=axes)
-        fp32 = tmp / "fp32.onnx"
-        fused = _fuse(plain, fp32, wrapped.inner.config, names)
-        plain.unlink()
-        final, smoothed = fp32, 0
-        if quantize == "int8":
-            from .onnx_quantize import quantize_int8
-
-            final = tmp / "int8.onnx"
-            feeds = _calibration_feeds(model_dir, names, wrapped.inner.config)
-            smoothed = quantize_int8(fp32, final, feeds, tuple(p for p in prompts if p))
-        _save_with_external_weights(final, tmp / "model.onnx")
-        for leftover in (fp32, final):
+        config = wrapped.inner.config
+        del wrapped  # free the torch weights before the fusion, which holds its own copies (peak 3.8 GB, was 5-6)
+        fused = _fuse(plain, tmp / "fused.onnx", config, names)
+        _save_with_external_weights(tmp / "fused.onnx", tmp / "model.onnx")
+        for leftover in (plain, tmp / "fused.onnx"):
             leftover.unlink(missing_ok=True)
-        write_json_atomic(tmp / MANIFEST, {"source": str(model_dir.resolve()), "head": head, "quantize": quantize, "recipe": RECIPES[quantize],
-                                           "opset": OPSET, "fused": fused, "smoothed": smoothed, "prompts": list(prompts), "torch": torch.__version__,
-                                           "sha256": {f.name: sha256_file(f) for f in sorted(tmp.glob("model.onnx*"))}})
-    logger.info("exported %s (%s) to ONNX (%s) at %s", model_dir, head, quantize, model_file)
-    return model_file
+        _write_manifest(tmp, model_dir, head, "none", fused, 0, (), torch.__version__)
+
+
+def _quantized(model_dir: Path, fp32: Path, target: Path, prompts: tuple[str, ...]) -> None:
+    """Smoothed dynamic int8 (:mod:`.onnx_quantize`) of the fp32 export ``fp32``, with its manifest, into ``target``."""
+    from .onnx_quantize import quantize_int8
+
+    base = json.loads((fp32.parent / MANIFEST).read_text(encoding="utf-8"))
+    names = _input_names(base["head"])
+    with atomic_directory(target) as tmp:
+        smoothed = quantize_int8(fp32, tmp / "int8.onnx", _calibration_feeds(model_dir, names), prompts)
+        _save_with_external_weights(tmp / "int8.onnx", tmp / "model.onnx")
+        (tmp / "int8.onnx").unlink()
+        _write_manifest(tmp, model_dir, base["head"], "int8", base["fused"], smoothed, prompts, base["torch"])
+
+
+def _input_names(head: str) -> list[str]:
+    return ["input_ids", "attention_mask"] + ([] if head == "encoder" else ["token_type_ids"])
+
+
+def _write_manifest(folder: Path, model_dir: Path, head: str, quantize: str, fused: dict[str, int], smoothed: int,
+                    prompts: Sequence[str], torch_version: str) -> None:
+    write_json_atomic(folder / MANIFEST, {"source": str(model_dir.resolve()), "head": head, "quantize": quantize, "recipe": RECIPES[quantize],
+                                          "opset": OPSET, "fused": fused, "smoothed": smoothed, "prompts": list(prompts), "torch": torch_version,
+                                          "sha256": {f.name: sha256_file(f) for f in sorted(folder.glob("model.onnx*"))}})
 
 
 def _complete(target: Path) -> bool:
@@ -129,9 +159,10 @@ def _complete(target: Path) -> bool:
     return isinstance(files, dict) and "model.onnx" in files and all((target / name).is_file() for name in files)
 
 
-def _calibration_feeds(model_dir: Path, names: Sequence[str], config: Any) -> Any:
+def _calibration_feeds(model_dir: Path, names: Sequence[str]) -> Any:
     """A function from one calibration text to the exported graph's inputs (cut to the model's positions)."""
-    tokenizer = fast_tokenizer(model_dir, min(512, int(getattr(config, "max_position_embeddings", 514)) - 2))
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    tokenizer = fast_tokenizer(model_dir, min(512, int(config.get("max_position_embeddings", 514)) - 2))
 
     def feeds(text: str) -> dict[str, np.ndarray]:
         enc = tokenizer.encode(text)
@@ -175,9 +206,13 @@ def _fuse(plain: Path, out: Path, config: Any, names: Sequence[str]) -> dict[str
     heads, hidden = getattr(config, "num_attention_heads", None), getattr(config, "hidden_size", None)
     if heads and hidden:
         try:
+            from onnxruntime.transformers.fusion_options import FusionOptions
             from onnxruntime.transformers.optimizer import optimize_model
 
-            optimized = optimize_model(str(plain), model_type="bert", num_heads=int(heads), hidden_size=int(hidden), opt_level=1)
+            options = FusionOptions("bert")
+            options.enable_skip_layer_norm = False  # see UNFUSED
+            optimized = optimize_model(str(plain), model_type="bert", num_heads=int(heads), hidden_size=int(hidden), opt_level=1,
+                                       optimization_options=options)
             stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
             optimized.save_model_to_file(str(out))
             feed = _probe(names)
@@ -222,7 +257,7 @@ def onnx_session(path: Path) -> Any:
     # spinning pool threads take the cores that faiss, kiwi and a service's request threads need: with
     # spinning a hybrid query's faiss search took 2.2 ms instead of 0.4, and a service served 94 req/s, not 102
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=list(UNFUSED))
 
 
 class OnnxEmbedding(BaseEmbedding):
@@ -233,24 +268,43 @@ class OnnxEmbedding(BaseEmbedding):
     query_instruction: str = Field("", description="Prefix for queries")
     text_instruction: str = Field("", description="Prefix for passages")
     batch_tokens: int = Field(1024, ge=1, description="Most padded tokens per encoder batch")
-    _session: Any = PrivateAttr()
+    _passages: Any = PrivateAttr()
+    _queries: Any = PrivateAttr()
     _tokenizer: Any = PrivateAttr()
     _pooling: str = PrivateAttr()
 
-    def __init__(self, model_dir: str | Path, quantize: str = "none", **kwargs: Any) -> None:
+    def __init__(self, model_dir: str | Path, quantize: str = "none", query_quantize: str | None = None, **kwargs: Any) -> None:
+        """``quantize`` for passages; ``query_quantize`` (default: the same) for queries, e.g. int8 queries
+        against fp32 passages. A separate passage session opens on the first passage, so a query-only
+        process holds one."""
         super().__init__(**kwargs)
         model_dir = Path(model_dir)
         self._pooling = _pooling(model_dir)
         self._tokenizer = fast_tokenizer(model_dir, self.max_length)
         prompts = (self.query_instruction, self.text_instruction)
-        self._session = onnx_session(export_onnx(model_dir, quantize, prompts=prompts))
+        self._queries = onnx_session(export_onnx(model_dir, query_quantize or quantize, prompts=prompts))
+        if (query_quantize or quantize) == quantize:
+            self._passages = lambda: self._queries
+        else:
+            lock = threading.Lock()  # one passage session even when two threads embed their first passages at once
+
+            @functools.cache
+            def opened() -> Any:
+                return onnx_session(export_onnx(model_dir, quantize, prompts=prompts))
+
+            def passages() -> Any:
+                with lock:
+                    return opened()
+
+            self._passages = passages
 
     @classmethod
     def class_name(cls) -> str:
         return "OnnxEmbedding"
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 [n, dim] vectors of ``texts`` as given (no prompt added), in the given order.
+    def encode(self, texts: Sequence[str], queries: bool = False) -> np.ndarray:
+        """float32 [n, dim] vectors of ``texts`` as given (no prompt added), in the given order, by the
+        query session if ``queries`` else the passage session.
 
         All texts are tokenised at once (Rust, parallel), sorted by token length and cut into batches of at
         most ``batch_tokens`` padded tokens and ``embed_batch_size`` texts: long passages go in small
@@ -258,6 +312,7 @@ class OnnxEmbedding(BaseEmbedding):
         """
         if not texts:
             return np.zeros((0, 0), np.float32)
+        session = self._queries if queries else self._passages()
         enc = self._tokenizer.encode_batch(list(texts))
         lengths = [sum(e.attention_mask) for e in enc]
         order = sorted(range(len(enc)), key=lambda i: -lengths[i])
@@ -270,7 +325,7 @@ class OnnxEmbedding(BaseEmbedding):
             start += size
             ids = np.asarray([enc[i].ids[:longest] for i in rows], dtype=np.int64)
             mask = np.asarray([enc[i].attention_mask[:longest] for i in rows], dtype=np.int64)
-            vecs = self._pool(self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0], mask)
+            vecs = self._pool(session.run(None, {"input_ids": ids, "attention_mask": mask})[0], mask)
             if out is None:
                 out = np.empty((len(enc), vecs.shape[1]), np.float32)
             out[rows] = vecs
@@ -288,7 +343,7 @@ class OnnxEmbedding(BaseEmbedding):
 
     def embed_queries(self, queries: List[str]) -> np.ndarray:
         """float32 query vectors for many queries in one pass (the query prompt added)."""
-        return self.encode([self.query_instruction + q for q in queries])
+        return self.encode([self.query_instruction + q for q in queries], queries=True)
 
     def embed_bare(self, texts: List[str]) -> List[List[float]]:
         """Text vectors with no prompt prefix."""

@@ -53,10 +53,12 @@ def test_onnx_session_uses_the_configured_threads(restore_threads: None, tiny_mo
 
     monkeypatch.setenv("RAGPIPE_MODEL_DIR", str(tmp_path))
     threads.configure_threads(1)
-    model = OnnxEmbedding(tiny_model_dir, max_length=64)
-    options = model._session.get_session_options()
-    assert options.intra_op_num_threads == 1
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # faiss and kiwi need the cores
+    model = OnnxEmbedding(tiny_model_dir, query_quantize="int8", max_length=64)
+    assert model._passages() is not model._queries  # int8 queries, fp32 passages: two sessions, both configured
+    for session in (model._queries, model._passages()):
+        options = session.get_session_options()
+        assert options.intra_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # faiss and kiwi need the cores
 
 
 def test_threads_must_be_positive() -> None:
