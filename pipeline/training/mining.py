@@ -97,7 +97,7 @@ def make_pairs(qa: QASet, cfg: Config, *, negatives: int = 1, val_fraction: floa
     nodes = chunk_documents(qa.documents, cfg.chunking, tokenizer=counter, show_progress=show_progress)
     by_doc: dict[str, list[TextNode]] = {}
     for n in nodes:
-        by_doc.setdefault(n.ref_doc_id or n.node_id, []).append(n)
+        by_doc.setdefault(_doc(n), []).append(n)
     doc_ids = sorted(by_doc)
     random.Random(seed).shuffle(doc_ids)
     n_val = max(1, int(round(len(doc_ids) * val_fraction)))
